@@ -1,0 +1,1 @@
+"""pytest plugin of rtcstack.testing (entry point ``pytest11``)."""
