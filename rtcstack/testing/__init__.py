@@ -1,3 +1,5 @@
 """rtcstack.testing: a LiveKit-protocol server on loopback, with fault injection, for tests."""
 
-__all__: list[str] = []
+from ._server import LoopbackServer
+
+__all__ = ["LoopbackServer"]

@@ -1,0 +1,284 @@
+"""Room and participant bookkeeping of the loopback server, with the fan-out the real server does.
+
+No sockets here: a participant reaches its client through a `Sink` (a signal session, or ``None`` for a synthetic
+participant). Every change goes through one `RoomRegistry` method, which bumps the participant's version and sends
+the `ParticipantUpdate` to whoever the real server would send it to. The signal layer and the Twirp RoomService
+both drive the model through these methods.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
+
+__all__ = ["Participant", "Room", "RoomRegistry", "Sink", "new_sid"]
+
+logger = logging.getLogger("rtcstack.testing")
+
+
+def new_sid(prefix: str) -> str:
+    """A LiveKit-style id: ``RM_``, ``PA_``, ``TR_`` followed by 12 random characters."""
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+class Sink(Protocol):
+    """Where a participant's signal responses go (its live session)."""
+
+    def send(self, message: pr.SignalResponse) -> None:
+        """Queue one message for the client, in order; dropped if the client is gone."""
+
+    def close(self, leave: pr.LeaveRequest | None) -> None:
+        """Send ``leave`` (if any) after what is queued, then close the signal socket and the media."""
+
+
+@dataclass(eq=False)
+class Participant:
+    """One identity in one room. ``sink`` is None for synthetic participants (no client behind them)."""
+
+    room: str
+    info: pm.ParticipantInfo
+    sink: Sink | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.info.identity
+
+    @property
+    def sid(self) -> str:
+        return self.info.sid
+
+    def send(self, message: pr.SignalResponse) -> None:
+        if self.sink is not None:
+            self.sink.send(message)
+
+
+@dataclass(eq=False)
+class Room:
+    """A room and its participants, in join order."""
+
+    info: pm.Room
+    participants: dict[str, Participant] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def snapshot(self) -> pm.Room:
+        """The Room message with live counters."""
+        info = pm.Room()
+        info.CopyFrom(self.info)
+        info.num_participants = len(self.participants)
+        info.num_publishers = sum(1 for p in self.participants.values() if p.info.tracks)
+        return info
+
+
+class RoomRegistry:
+    """All rooms of one server. Rooms open on the first join and close when the last participant leaves."""
+
+    def __init__(self) -> None:
+        self._rooms: dict[str, Room] = {}
+        self._versions = itertools.count(1)
+
+    # -- queries ------------------------------------------------------------------------------------------------
+
+    def rooms(self) -> list[Room]:
+        """Open rooms, oldest first."""
+        return list(self._rooms.values())
+
+    def room(self, name: str) -> Room | None:
+        return self._rooms.get(name)
+
+    def participant(self, room: str, identity: str) -> Participant | None:
+        found = self._rooms.get(room)
+        return found.participants.get(identity) if found else None
+
+    def find(self, identity: str, room: str | None = None) -> Participant:
+        """The participant with this identity (in ``room`` if given); LookupError if there is none."""
+        for candidate in self._rooms.values():
+            if room is not None and candidate.name != room:
+                continue
+            found = candidate.participants.get(identity)
+            if found is not None:
+                return found
+        where = f" in room {room!r}" if room is not None else ""
+        raise LookupError(f"no participant {identity!r}{where}")
+
+    def others(self, participant: Participant) -> list[pm.ParticipantInfo]:
+        """Everyone else in the participant's room, for a JoinResponse."""
+        room = self._rooms.get(participant.room)
+        if room is None:
+            return []
+        return [p.info for p in room.participants.values() if p is not participant]
+
+    # -- membership ---------------------------------------------------------------------------------------------
+
+    def join(self, participant: Participant) -> Room:
+        """Add a participant (its state as set in its info), replacing one with the same identity; announce it.
+
+        The replaced session gets leave(DUPLICATE_IDENTITY) and is closed; the room then sees it leave and the new
+        one join, as with the real server.
+        """
+        room, info = participant.room, participant.info
+        target = self._rooms.get(room)
+        if target is None:
+            now = time.time()
+            target = Room(
+                pm.Room(
+                    sid=new_sid("RM"),
+                    name=room,
+                    creation_time=int(now),
+                    creation_time_ms=int(now * 1000),
+                    empty_timeout=300,
+                    departure_timeout=20,
+                )
+            )
+            self._rooms[room] = target
+            logger.debug("room %s opened", room)
+        old = target.participants.get(info.identity)
+        if old is not None:
+            if old.sink is not None:
+                old.sink.close(pr.LeaveRequest(reason=pm.DUPLICATE_IDENTITY, action=pr.LeaveRequest.DISCONNECT))
+                old.sink = None
+            self._detach(old, pm.DUPLICATE_IDENTITY)
+        target.participants[info.identity] = participant
+        logger.debug("%s joined %s as %s", info.identity, room, info.sid)
+        self._announce(participant, include_self=False)
+        return target
+
+    def set_state(self, participant: Participant, state: pm.ParticipantInfo.State) -> None:
+        """Move a participant to JOINED / ACTIVE and tell the room (ACTIVE is what fires participant_active)."""
+        if participant.info.state == state or not self._present(participant):
+            return
+        participant.info.state = state
+        self._announce(participant, include_self=True)
+
+    def remove(self, participant: Participant, reason: pm.DisconnectReason = pm.CLIENT_INITIATED) -> bool:
+        """Take a participant out of its room (others see state DISCONNECTED); close the room if it empties.
+
+        The participant's own session is not touched: callers that kick someone close its sink first.
+        Returns False if it was not in the room any more.
+        """
+        if not self._present(participant):
+            return False
+        self._detach(participant, reason)
+        room = self._rooms[participant.room]
+        if not room.participants:
+            del self._rooms[room.name]
+            logger.debug("room %s closed", room.name)
+        return True
+
+    def kick(self, participant: Participant, leave: pr.LeaveRequest) -> None:
+        """Server-initiated leave: send ``leave``, close the session, remove the participant."""
+        if participant.sink is not None:
+            participant.sink.close(leave)
+            participant.sink = None
+        self.remove(participant, leave.reason)
+
+    def delete_room(self, name: str, reason: pm.DisconnectReason = pm.ROOM_DELETED) -> bool:
+        """Kick everyone with ``reason`` and forget the room. False if there was no such room."""
+        room = self._rooms.get(name)
+        if room is None:
+            return False
+        leave = pr.LeaveRequest(reason=reason, action=pr.LeaveRequest.DISCONNECT)
+        for participant in list(room.participants.values()):
+            self.kick(participant, leave)
+        self._rooms.pop(name, None)
+        return True
+
+    # -- participant changes ------------------------------------------------------------------------------------
+
+    def update(
+        self,
+        participant: Participant,
+        *,
+        name: str | None = None,
+        metadata: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+        permission: pm.ParticipantPermission | None = None,
+    ) -> None:
+        """Change name / metadata / attributes (an empty value deletes the key) / permission; tell everyone."""
+        info = participant.info
+        if name is not None:
+            info.name = name
+        if metadata is not None:
+            info.metadata = metadata
+        if attributes is not None:
+            for key, value in attributes.items():
+                if value:
+                    info.attributes[key] = value
+                else:
+                    info.attributes.pop(key, None)
+        if permission is not None:
+            info.permission.CopyFrom(permission)
+        self._announce(participant, include_self=True)
+
+    def publish_track(self, participant: Participant, track: pm.TrackInfo) -> None:
+        """Add a track (its sid already set) to the participant and announce it."""
+        participant.info.tracks.append(track)
+        participant.info.is_publisher = True
+        self._announce(participant, include_self=False)
+
+    def set_track_muted(self, participant: Participant, track_sid: str, muted: bool) -> bool:
+        """Mute / unmute a published track and announce it. False if the participant has no such track."""
+        for track in participant.info.tracks:
+            if track.sid == track_sid:
+                if track.muted != muted:
+                    track.muted = muted
+                    self._announce(participant, include_self=False)
+                return True
+        return False
+
+    def unpublish_track(self, participant: Participant, track_sid: str) -> bool:
+        """Remove a published track and announce it. False if the participant has no such track."""
+        kept = [t for t in participant.info.tracks if t.sid != track_sid]
+        if len(kept) == len(participant.info.tracks):
+            return False
+        del participant.info.tracks[:]
+        participant.info.tracks.extend(kept)
+        participant.info.is_publisher = bool(kept)
+        self._announce(participant, include_self=False)
+        return True
+
+    def set_quality(self, participant: Participant, quality: pm.ConnectionQuality, score: float) -> None:
+        """Send a ConnectionQualityUpdate about the participant to everyone in its room (itself included)."""
+        info = pr.ConnectionQualityInfo(participant_sid=participant.sid, quality=quality, score=score)
+        update = pr.SignalResponse(connection_quality=pr.ConnectionQualityUpdate(updates=[info]))
+        self.broadcast(participant.room, update)
+
+    # -- fan-out ------------------------------------------------------------------------------------------------
+
+    def broadcast(self, room: str, message: pr.SignalResponse, exclude: Iterable[Participant] = ()) -> None:
+        """Send ``message`` to everyone in ``room`` but ``exclude``."""
+        target = self._rooms.get(room)
+        if target is None:
+            return
+        skip = set(map(id, exclude))
+        for participant in list(target.participants.values()):
+            if id(participant) not in skip:
+                participant.send(message)
+
+    def _announce(self, participant: Participant, *, include_self: bool) -> None:
+        participant.info.version = next(self._versions)
+        update = pr.SignalResponse(update=pr.ParticipantUpdate(participants=[participant.info]))
+        self.broadcast(participant.room, update, exclude=() if include_self else (participant,))
+
+    def _detach(self, participant: Participant, reason: pm.DisconnectReason) -> None:
+        room = self._rooms[participant.room]
+        del room.participants[participant.identity]
+        participant.info.state = pm.ParticipantInfo.DISCONNECTED
+        participant.info.disconnect_reason = reason
+        participant.info.version = next(self._versions)
+        logger.debug("%s left %s (%s)", participant.identity, room.name, pm.DisconnectReason.Name(reason))
+        self.broadcast(room.name, pr.SignalResponse(update=pr.ParticipantUpdate(participants=[participant.info])))
+
+    def _present(self, participant: Participant) -> bool:
+        room = self._rooms.get(participant.room)
+        return room is not None and room.participants.get(participant.identity) is participant

@@ -1,0 +1,444 @@
+"""LoopbackServer: a LiveKit-protocol server on loopback (aiohttp + aiortc), with fault injection.
+
+Routes: ``/rtc/v1`` (single peer connection, the SDK's default) and ``/rtc`` (legacy, two peer connections), each
+with ``/validate``. `LoopbackServer.build_app` makes the aiohttp application; other modules add their routes to it
+(the Twirp RoomService goes under ``/twirp/livekit.RoomService/``) and drive rooms through `LoopbackServer.registry`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import TracebackType
+
+import jwt
+from aiohttp import web
+from livekit import api
+from livekit.api.access_token import Claims
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
+
+from ._rooms import Participant, RoomRegistry, new_sid
+from ._session import Session, SessionConfig
+from ._tables import CONNECTION_QUALITIES, DISCONNECT_REASONS, LEAVE_ACTIONS, PARTICIPANT_KINDS, QUALITY_SCORES
+from ._wire import BadRequest, bearer_token, decode_join_request, legacy_join_request
+
+__all__ = ["LoopbackServer"]
+
+logger = logging.getLogger("rtcstack.testing")
+
+_MAX_FRAME = 1 << 20
+
+
+@dataclass
+class _Refusal:
+    count: int
+    status: int
+    identity: str | None
+
+
+class LoopbackServer:
+    """A LiveKit-protocol server that the real ``livekit.rtc.Room`` connects to, with fault injection.
+
+    Use as ``async with LoopbackServer() as server`` or with `start` / `close`. Tokens are checked like the real
+    server does (HS256 with ``api_key`` / ``api_secret``); `token` mints them. ``ping_interval`` / ``ping_timeout``
+    (seconds) go to clients in the JoinResponse; a detached session (socket lost, no resume) leaves its room after
+    ``departure_timeout``. With ``token_refresh`` the server pushes a fresh token at join and every
+    ``token_refresh_interval`` seconds, as LiveKit does.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        api_key: str = "devkey",
+        api_secret: str | None = None,
+        token_refresh: bool = True,
+        token_refresh_interval: float = 300.0,
+        ping_interval: int = 5,
+        ping_timeout: int = 15,
+        departure_timeout: float = 20.0,
+    ) -> None:
+        if ping_interval <= 0 or ping_timeout <= 0:
+            raise ValueError("ping_interval and ping_timeout must be positive (0 breaks the SDK)")
+        self.host = host
+        self.api_key = api_key
+        self.api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(32)
+        self.registry = RoomRegistry()
+        self._port = port
+        self._config = SessionConfig(
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            departure_timeout=departure_timeout,
+            token_refresh_interval=token_refresh_interval if token_refresh else None,
+            mint=self._mint_for,
+        )
+        self._verifier = api.TokenVerifier(api_key, self.api_secret)
+        self._runner: web.AppRunner | None = None
+        self._sessions: set[Session] = set()
+        self._handlers: set[asyncio.Task[object]] = set()
+        self._refusal: _Refusal | None = None
+        self._rejected: set[str] = set()
+
+    def __repr__(self) -> str:
+        where = self.url if self._runner is not None else "not started"
+        return f"<LoopbackServer {where} rooms={len(self.registry.rooms())}>"
+
+    # -- lifetime -----------------------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> LoopbackServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def build_app(self) -> web.Application:
+        """The aiohttp application with the signal routes; add more routes before `start`."""
+        app = web.Application()
+        app.router.add_get("/rtc/v1/validate", self._validate)
+        app.router.add_get("/rtc/validate", self._validate)
+        app.router.add_get("/rtc/v1", self._signal)
+        app.router.add_get("/rtc", self._signal)
+        return app
+
+    async def start(self, app: web.Application | None = None) -> None:
+        """Listen on ``host:port`` (port 0 picks a free one), serving ``app`` or `build_app`'s."""
+        if self._runner is not None:
+            raise RuntimeError("LoopbackServer already started")
+        runner = web.AppRunner(app if app is not None else self.build_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        await site.start()
+        self._runner = runner
+        sockets = runner.addresses
+        self._port = int(sockets[0][1])
+        logger.info("LoopbackServer listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Tell every client the server is shutting down, close every socket and peer connection, stop."""
+        leave = pr.LeaveRequest(reason=pm.SERVER_SHUTDOWN, action=pr.LeaveRequest.DISCONNECT)
+        await asyncio.gather(*(s.aclose(leave) for s in list(self._sessions)))
+        self._sessions.clear()
+        for name in [room.name for room in self.registry.rooms()]:
+            self.registry.delete_room(name, pm.SERVER_SHUTDOWN)
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=5)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port``, what ``Room.connect`` takes."""
+        return f"ws://{self._netloc}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port``, what ``livekit.api.LiveKitAPI`` takes."""
+        return f"http://{self._netloc}"
+
+    @property
+    def _netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self._port}"
+
+    # -- tokens -------------------------------------------------------------------------------------------------
+
+    def token(
+        self,
+        identity: str,
+        room: str = "default",
+        name: str | None = None,
+        ttl: float = 600,
+        kind: str | None = None,
+        metadata: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> str:
+        """Mint a join token for ``identity`` in ``room`` (it may update its own metadata, as in tests you want)."""
+        if kind is not None and kind not in PARTICIPANT_KINDS:
+            raise ValueError(f"unknown participant kind {kind!r}")
+        grants = api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True)
+        token = api.AccessToken(self.api_key, self.api_secret).with_identity(identity).with_grants(grants)
+        token.with_ttl(datetime.timedelta(seconds=ttl))
+        token.claims.name = name or ""
+        token.claims.kind = kind or ""
+        token.claims.metadata = metadata or ""
+        token.claims.attributes = dict(attributes) if attributes else None
+        return token.to_jwt()
+
+    def _mint_for(self, session: Session, ttl: float) -> str:
+        info = session.participant.info
+        grants = api.VideoGrants(
+            room_join=True,
+            room=session.participant.room,
+            can_publish=info.permission.can_publish,
+            can_subscribe=info.permission.can_subscribe,
+            can_publish_data=info.permission.can_publish_data,
+            can_update_own_metadata=info.permission.can_update_metadata,
+        )
+        token = api.AccessToken(self.api_key, self.api_secret).with_identity(info.identity).with_grants(grants)
+        token.with_ttl(datetime.timedelta(seconds=ttl))
+        token.claims.name = info.name
+        token.claims.kind = _kind_name(info.kind)
+        token.claims.metadata = info.metadata
+        token.claims.attributes = dict(info.attributes) or None
+        return token.to_jwt()
+
+    def _verify(self, token: str | None) -> Claims | None:
+        if not token:
+            return None
+        try:
+            return self._verifier.verify(token)
+        except (jwt.PyJWTError, ValueError) as exc:
+            logger.info("refused a token: %s", type(exc).__name__)
+            return None
+
+    # -- HTTP handlers ------------------------------------------------------------------------------------------
+
+    async def _validate(self, request: web.Request) -> web.Response:
+        claims = self._verify(bearer_token(request.headers, request.query))
+        if claims is None:
+            return web.Response(status=401, text="invalid token")
+        if claims.identity in self._rejected:
+            return web.Response(status=401, text="join refused")
+        return web.Response(text="success")
+
+    async def _signal(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            return await self._signal_inner(request)
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _signal_inner(self, request: web.Request) -> web.StreamResponse:
+        single_pc = request.path.startswith("/rtc/v1")
+        claims = self._verify(bearer_token(request.headers, request.query))
+        if claims is None:
+            return web.Response(status=401, text="invalid token")
+        video = claims.video
+        if video is None or not video.room_join or not video.room or not claims.identity:
+            return web.Response(status=401, text="permission denied: no room_join grant")
+        try:
+            if single_pc:
+                encoded = request.query.get("join_request")
+                if encoded is None:
+                    raise BadRequest("missing join_request")
+                join = decode_join_request(encoded)
+            else:
+                join = legacy_join_request(request.query)
+        except BadRequest as exc:
+            return web.Response(status=400, text=str(exc))
+        status = self._take_refusal(claims.identity)
+        if status is not None:
+            logger.info("refused a %s of %s with %d", "resume" if join.reconnect else "join", claims.identity, status)
+            return web.Response(status=status, text="refused by refuse_joins")
+        ws = web.WebSocketResponse(max_msg_size=_MAX_FRAME, timeout=2.0)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=400, text="expected a websocket upgrade")
+        await ws.prepare(request)
+        self._rejected.discard(claims.identity)
+        if join.reconnect:
+            await self._resume(ws, request, video.room, claims.identity, join.participant_sid)
+        else:
+            await self._join(ws, request, video.room, claims, join, single_pc=single_pc)
+        return ws
+
+    async def _join(
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        room: str,
+        claims: Claims,
+        join: pr.JoinRequest,
+        *,
+        single_pc: bool,
+    ) -> None:
+        video = claims.video
+        assert video is not None
+        now = time.time()
+        kind = PARTICIPANT_KINDS.get(claims.kind or "standard", pm.ParticipantInfo.STANDARD)
+        attributes = dict(claims.attributes or {})
+        attributes.update(join.participant_attributes)
+        info = pm.ParticipantInfo(
+            sid=new_sid("PA"),
+            identity=claims.identity,
+            name=claims.name,
+            metadata=join.metadata or claims.metadata,
+            attributes=attributes,
+            state=pm.ParticipantInfo.JOINED,
+            joined_at=int(now),
+            joined_at_ms=int(now * 1000),
+            kind=kind,
+            permission=pm.ParticipantPermission(
+                can_subscribe=video.can_subscribe,
+                can_publish=video.can_publish,
+                can_publish_data=video.can_publish_data,
+                can_update_metadata=bool(video.can_update_own_metadata),
+                hidden=bool(video.hidden),
+                recorder=bool(video.recorder),
+                agent=kind == pm.ParticipantInfo.AGENT,
+            ),
+            client_protocol=join.client_info.client_protocol,
+        )
+        participant = Participant(room=room, info=info)
+        session = Session(
+            self.registry,
+            self._config,
+            participant,
+            single_pc=single_pc,
+            can_update_metadata=bool(video.can_update_own_metadata),
+        )
+        participant.sink = session
+        self._sessions = {s for s in self._sessions if not s.finished}
+        self._sessions.add(session)
+        self.registry.join(participant)
+        await session.join(ws, request, join)
+
+    async def _resume(
+        self, ws: web.WebSocketResponse, request: web.Request, room: str, identity: str, sid: str
+    ) -> None:
+        participant = self.registry.participant(room, identity)
+        session = participant.sink if participant is not None else None
+        if not isinstance(session, Session) or session.closed or (sid and sid != session.participant.sid):
+            logger.info("%s tried to resume an unknown session; asking for a full reconnect", identity)
+            leave = pr.LeaveRequest(can_reconnect=True, reason=pm.STATE_MISMATCH, action=pr.LeaveRequest.RECONNECT)
+            await ws.send_bytes(pr.SignalResponse(leave=leave).SerializeToString())
+            await ws.close()
+            return
+        await session.resume(ws, request)
+
+    def _take_refusal(self, identity: str) -> int | None:
+        refusal = self._refusal
+        if refusal is None or (refusal.identity is not None and refusal.identity != identity):
+            return None
+        refusal.count -= 1
+        if refusal.count <= 0:
+            self._refusal = None
+        if refusal.status == 401:
+            self._rejected.add(identity)
+        return refusal.status
+
+    # -- fault injection and inspection --------------------------------------------------------------------------
+
+    def refuse_joins(self, count: int = 1, status: int = 503, identity: str | None = None) -> None:
+        """Answer the next ``count`` joins and resumes (of ``identity``, or anyone) with HTTP ``status``.
+
+        After a refused fresh join the SDK calls validate: it answers 401 too when ``status`` is 401, which makes
+        the SDK give up at once (JOIN_FAILURE); other statuses make it retry.
+        """
+        if count < 0 or not 400 <= status <= 599:
+            raise ValueError("count must be >= 0 and status an HTTP error status")
+        self._refusal = _Refusal(count, status, identity) if count else None
+
+    async def drop_signal(self, identity: str) -> None:
+        """Abort ``identity``'s signal socket (no close frame, no leave): the SDK resumes."""
+        self._session(identity).drop_signal()
+
+    async def leave(self, identity: str, reason: str = "unknown", *, action: str = "disconnect") -> None:
+        """Send a server-initiated leave. ``reason`` is our vocabulary; ``action`` is disconnect, resume or reconnect.
+
+        ``disconnect`` ends the session (others see the participant leave), ``resume`` closes the socket and keeps
+        the session for the client's resume, ``reconnect`` ends the session and the client joins again.
+        """
+        if reason not in DISCONNECT_REASONS:
+            raise ValueError(f"unknown disconnect reason {reason!r}")
+        if action not in LEAVE_ACTIONS:
+            raise ValueError(f"unknown leave action {action!r}")
+        leave = pr.LeaveRequest(
+            reason=DISCONNECT_REASONS[reason], action=LEAVE_ACTIONS[action], can_reconnect=action != "disconnect"
+        )
+        session = self._session(identity)
+        if action == "resume":
+            session.end_signal(leave)
+        else:
+            self.registry.kick(session.participant, leave)
+
+    async def delete_room(self, room: str) -> None:
+        """Everyone in ``room`` gets leave(room_deleted); the room is gone."""
+        self.registry.delete_room(room, DISCONNECT_REASONS["room_deleted"])
+
+    async def set_connection_quality(self, identity: str, quality: str) -> None:
+        """Send everyone in ``identity``'s room a ConnectionQualityUpdate (excellent, good, poor or lost)."""
+        if quality not in CONNECTION_QUALITIES:
+            raise ValueError(f"quality must be one of {sorted(CONNECTION_QUALITIES)}, not {quality!r}")
+        participant = self.registry.find(identity)
+        self.registry.set_quality(participant, CONNECTION_QUALITIES[quality], QUALITY_SCORES[quality])
+
+    async def refresh_token(self, identity: str, ttl: float = 600) -> str:
+        """Push a refresh_token to ``identity`` now (the SDK emits ``token_refreshed``); returns the token."""
+        return self._session(identity).refresh_token(ttl)
+
+    async def add_participant(
+        self,
+        room: str,
+        identity: str,
+        name: str | None = None,
+        kind: str | None = None,
+        metadata: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add a synthetic participant (no client behind it, state ACTIVE), announced to the room."""
+        if kind is not None and kind not in PARTICIPANT_KINDS:
+            raise ValueError(f"unknown participant kind {kind!r}")
+        now = time.time()
+        info = pm.ParticipantInfo(
+            sid=new_sid("PA"),
+            identity=identity,
+            name=name or "",
+            metadata=metadata or "",
+            attributes=dict(attributes or {}),
+            state=pm.ParticipantInfo.ACTIVE,
+            joined_at=int(now),
+            joined_at_ms=int(now * 1000),
+            kind=PARTICIPANT_KINDS[kind or "standard"],
+            permission=pm.ParticipantPermission(
+                can_subscribe=True, can_publish=True, can_publish_data=True, agent=kind == "agent"
+            ),
+        )
+        self.registry.join(Participant(room=room, info=info))
+
+    async def remove_participant(self, room: str, identity: str) -> None:
+        """Remove a participant (synthetic or not); a real one gets leave(participant_removed)."""
+        participant = self.registry.participant(room, identity)
+        if participant is None:
+            raise LookupError(f"no participant {identity!r} in room {room!r}")
+        leave = pr.LeaveRequest(reason=DISCONNECT_REASONS["participant_removed"], action=pr.LeaveRequest.DISCONNECT)
+        self.registry.kick(participant, leave)
+
+    def pause_pings(self, identity: str, paused: bool = True) -> None:
+        """Stop (or resume) answering ``identity``'s pings: the client times out and resumes."""
+        self._session(identity).pings_paused = paused
+
+    def rooms(self) -> list[str]:
+        """Names of the open rooms."""
+        return [room.name for room in self.registry.rooms()]
+
+    def participants(self, room: str) -> list[str]:
+        """Identities in ``room``, in join order (empty if there is no such room)."""
+        found = self.registry.room(room)
+        return list(found.participants) if found else []
+
+    def _session(self, identity: str) -> Session:
+        participant = self.registry.find(identity)
+        if not isinstance(participant.sink, Session):
+            raise LookupError(f"participant {identity!r} has no client session")
+        return participant.sink
+
+
+def _kind_name(kind: pm.ParticipantInfo.Kind) -> str:
+    for name, value in PARTICIPANT_KINDS.items():
+        if value == kind:
+            return name
+    return "standard"

@@ -1,0 +1,376 @@
+"""One client's session: its participant, its peer connection(s) and the signal websocket it is attached to.
+
+A session outlives its websocket: a dropped socket leaves it detached until the client resumes on a new one (or
+``departure_timeout`` passes and the participant leaves). Messages are encoded when queued, so later changes to
+the bookkeeping never alter what was already sent, and each socket has one writer task that keeps their order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import WSMsgType, web
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
+
+from ._media import MediaPeer
+from ._rooms import Participant, RoomRegistry, new_sid
+from ._wire import BadRequest, decode_request, encode_response
+
+__all__ = ["Session", "SessionConfig"]
+
+logger = logging.getLogger("rtcstack.testing")
+
+SERVER_VERSION = "1.9.0"
+PROTOCOL_VERSION = 16
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """Server-wide settings a session needs."""
+
+    ping_interval: int
+    ping_timeout: int
+    departure_timeout: float
+    token_refresh_interval: float | None
+    mint: Callable[[Session, float], str]
+    """Mints a fresh token for a session's claims, with this ttl in seconds."""
+
+
+class _Channel:
+    """One signal websocket: an ordered outbox drained by a writer task, which closes the socket at the end."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.ws = ws
+        self._request = request
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.ending = False
+        self._writer = asyncio.create_task(self._drain())
+
+    def put(self, frame: bytes) -> None:
+        if not self.ending:
+            self._outbox.put_nowait(frame)
+
+    def finish(self) -> None:
+        """Close the socket once what is queued has been written."""
+        if not self.ending:
+            self.ending = True
+            self._outbox.put_nowait(None)
+
+    def abort(self) -> None:
+        """Drop the connection at once: no close frame, nothing more written (a network failure, as seen)."""
+        self.ending = True
+        self._writer.cancel()
+        transport = self._request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def wait_closed(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._writer
+
+    async def _drain(self) -> None:
+        try:
+            while (frame := await self._outbox.get()) is not None:
+                await self.ws.send_bytes(frame)
+        except ConnectionError:
+            return
+        await self.ws.close()
+
+
+class Session:
+    """The server side of one client: participant, media, the current signal socket, pings and token refresh."""
+
+    def __init__(
+        self,
+        registry: RoomRegistry,
+        config: SessionConfig,
+        participant: Participant,
+        *,
+        single_pc: bool,
+        can_update_metadata: bool,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self.participant = participant
+        self.single_pc = single_pc
+        self.can_update_metadata = can_update_metadata
+        self.pings_paused = False
+        self.closed = False
+        self._channel: _Channel | None = None
+        self._publisher: MediaPeer | None = None
+        self._subscriber: MediaPeer | None = None
+        self._departure: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Closed, with its socket and peer connections closed too."""
+        return self._closing is not None and self._closing.done()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.participant.identity} {self.participant.sid} in {self.participant.room}>"
+
+    # -- Sink ---------------------------------------------------------------------------------------------------
+
+    def send(self, message: pr.SignalResponse) -> None:
+        if self._channel is not None and not self.closed:
+            self._channel.put(encode_response(message))
+
+    def close(self, leave: pr.LeaveRequest | None) -> None:
+        """Send ``leave`` (if any), close the socket, then the media. Idempotent; `aclose` waits for it."""
+        if self.closed:
+            return
+        if leave is not None:
+            self.send(pr.SignalResponse(leave=leave))
+        self.closed = True
+        self._cancel_departure()
+        if self._channel is not None:
+            self._channel.finish()
+        self._closing = asyncio.create_task(self._shutdown(self._channel))
+
+    # -- faults -------------------------------------------------------------------------------------------------
+
+    def drop_signal(self) -> None:
+        """Abort the signal socket; the session stays, waiting for a resume."""
+        if self._channel is not None:
+            self._channel.abort()
+
+    def end_signal(self, leave: pr.LeaveRequest) -> None:
+        """Send ``leave`` then close the socket, keeping the session (leave with action RESUME)."""
+        if self._channel is not None:
+            self.send(pr.SignalResponse(leave=leave))
+            self._channel.finish()
+
+    def refresh_token(self, ttl: float) -> str:
+        token = self.config.mint(self, ttl)
+        self.send(pr.SignalResponse(refresh_token=token))
+        return token
+
+    # -- serving ------------------------------------------------------------------------------------------------
+
+    async def join(self, ws: web.WebSocketResponse, request: web.Request, join: pr.JoinRequest) -> None:
+        """Serve a fresh join on ``ws``: JoinResponse, the answer to the join's offer, then the request loop."""
+        channel = self._attach(ws, request)
+        room = self.registry.room(self.participant.room)
+        response = pr.JoinResponse(
+            room=room.snapshot() if room else None,
+            participant=self.participant.info,
+            other_participants=self.registry.others(self.participant),
+            server_version=SERVER_VERSION,
+            subscriber_primary=not self.single_pc,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout,
+            server_info=pm.ServerInfo(
+                edition=pm.ServerInfo.Standard,
+                version=SERVER_VERSION,
+                protocol=PROTOCOL_VERSION,
+                node_id="loopback",
+            ),
+        )
+        self.send(pr.SignalResponse(join=response))
+        if join.HasField("publisher_offer"):
+            await self._answer(join.publisher_offer)
+        if not self.single_pc:
+            await self._offer_subscriber()
+        if self.config.token_refresh_interval is not None:
+            self.refresh_token(max(600.0, self.config.token_refresh_interval * 2))
+            self._refresher = asyncio.create_task(self._refresh_periodically(self.config.token_refresh_interval))
+        await self._serve(channel)
+
+    async def resume(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        """Serve a resume on ``ws``: ReconnectResponse, then the request loop (the ICE-restart offer comes in it)."""
+        self._cancel_departure()
+        if self._channel is not None:
+            self._channel.abort()
+        channel = self._attach(ws, request)
+        self.send(
+            pr.SignalResponse(
+                reconnect=pr.ReconnectResponse(
+                    server_info=pm.ServerInfo(
+                        edition=pm.ServerInfo.Standard,
+                        version=SERVER_VERSION,
+                        protocol=PROTOCOL_VERSION,
+                        node_id="loopback",
+                    ),
+                )
+            )
+        )
+        logger.debug("%r resumed", self)
+        await self._serve(channel)
+
+    def _attach(self, ws: web.WebSocketResponse, request: web.Request) -> _Channel:
+        self._channel = _Channel(ws, request)
+        return self._channel
+
+    async def _serve(self, channel: _Channel) -> None:
+        try:
+            while not channel.ending:
+                try:
+                    msg = await channel.ws.receive(timeout=self.config.ping_timeout)
+                except asyncio.TimeoutError:
+                    logger.debug("%r: no message for %s s, dropping the socket", self, self.config.ping_timeout)
+                    channel.abort()
+                    break
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    break
+                if msg.type != WSMsgType.BINARY:
+                    logger.debug("%r: ignored a %s frame", self, msg.type.name)
+                    continue
+                try:
+                    request = decode_request(msg.data)
+                except BadRequest as exc:
+                    logger.info("%r: %s; closing the socket", self, exc)
+                    channel.finish()
+                    break
+                await self._handle(request)
+        finally:
+            if self._channel is channel:
+                channel.finish()
+                self._channel = None
+                if not self.closed:
+                    self._start_departure()
+            await channel.wait_closed()
+
+    # -- requests -----------------------------------------------------------------------------------------------
+
+    async def _handle(self, request: pr.SignalRequest) -> None:
+        kind = request.WhichOneof("message")
+        if kind == "ping_req":
+            if not self.pings_paused:
+                now = int(time.time() * 1000)
+                self.send(
+                    pr.SignalResponse(pong_resp=pr.Pong(last_ping_timestamp=request.ping_req.timestamp, timestamp=now))
+                )
+        elif kind == "ping":
+            if not self.pings_paused:
+                self.send(pr.SignalResponse(pong=int(time.time() * 1000)))
+        elif kind == "offer":
+            await self._answer(request.offer)
+        elif kind == "answer":
+            if self._subscriber is not None:
+                await self._subscriber.accept_answer(request.answer.sdp)
+        elif kind == "trickle":
+            target = self._subscriber if request.trickle.target == pr.SUBSCRIBER else self._publisher
+            if target is not None:
+                await target.add_candidate(request.trickle.candidateInit)
+        elif kind == "add_track":
+            self._add_track(request.add_track)
+        elif kind == "mute":
+            self.registry.set_track_muted(self.participant, request.mute.sid, request.mute.muted)
+        elif kind == "update_metadata":
+            self._update_metadata(request.update_metadata)
+        elif kind == "leave":
+            logger.debug("%r left", self)
+            self.registry.remove(self.participant, pm.CLIENT_INITIATED)
+            self.close(None)
+        elif kind in ("store_data_blob_request", "get_data_blob_request"):
+            request_id = getattr(request, kind).request_id
+            self._respond(request_id, pr.RequestResponse.UNSUPPORTED_TYPE, "not supported by the loopback server")
+        else:
+            logger.debug("%r: ignored %s", self, kind)
+
+    def _respond(self, request_id: int, reason: pr.RequestResponse.Reason, message: str = "") -> None:
+        self.send(
+            pr.SignalResponse(
+                request_response=pr.RequestResponse(request_id=request_id, reason=reason, message=message)
+            )
+        )
+
+    def _update_metadata(self, update: pr.UpdateParticipantMetadata) -> None:
+        if not self.can_update_metadata:
+            self._respond(update.request_id, pr.RequestResponse.NOT_ALLOWED, "does not have permission")
+            return
+        self.registry.update(
+            self.participant,
+            name=update.name or None,
+            metadata=update.metadata or None,
+            attributes=dict(update.attributes) or None,
+        )
+        self._respond(update.request_id, pr.RequestResponse.OK)
+
+    def _add_track(self, add: pr.AddTrackRequest) -> None:
+        track = pm.TrackInfo(
+            sid=add.sid or new_sid("TR"),
+            type=add.type,
+            name=add.name,
+            muted=add.muted,
+            width=add.width,
+            height=add.height,
+            simulcast=len(add.layers) > 1,
+            disable_dtx=add.disable_dtx,
+            source=add.source,
+            layers=add.layers,
+            stereo=add.stereo,
+            disable_red=add.disable_red,
+            encryption=add.encryption,
+            stream=add.stream,
+        )
+        self.send(pr.SignalResponse(track_published=pr.TrackPublishedResponse(cid=add.cid, track=track)))
+        self.registry.publish_track(self.participant, track)
+
+    # -- media --------------------------------------------------------------------------------------------------
+
+    async def _answer(self, offer: pr.SessionDescription) -> None:
+        if self._publisher is None:
+            self._publisher = self._new_peer("publisher", primary=self.single_pc)
+        sdp = await self._publisher.answer(offer.sdp)
+        self.send(pr.SignalResponse(answer=pr.SessionDescription(type="answer", sdp=sdp, id=offer.id)))
+
+    async def _offer_subscriber(self) -> None:
+        if self._subscriber is None:
+            self._subscriber = self._new_peer("subscriber", primary=True)
+        sdp = await self._subscriber.offer()
+        self.send(pr.SignalResponse(offer=pr.SessionDescription(type="offer", sdp=sdp)))
+
+    def _new_peer(self, role: str, *, primary: bool) -> MediaPeer:
+        on_connected = self._on_primary_connected if primary else None
+        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
+
+    def _on_primary_connected(self) -> None:
+        self.registry.set_state(self.participant, pm.ParticipantInfo.ACTIVE)
+
+    # -- lifetime -----------------------------------------------------------------------------------------------
+
+    async def _refresh_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.refresh_token(max(600.0, interval * 2))
+
+    def _start_departure(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._departure = loop.call_later(self.config.departure_timeout, self._depart)
+
+    def _cancel_departure(self) -> None:
+        if self._departure is not None:
+            self._departure.cancel()
+            self._departure = None
+
+    def _depart(self) -> None:
+        self._departure = None
+        logger.debug("%r did not resume in %s s", self, self.config.departure_timeout)
+        self.registry.remove(self.participant, pm.SIGNAL_CLOSE)
+        self.close(None)
+
+    async def _shutdown(self, channel: _Channel | None) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        if channel is not None:
+            await channel.wait_closed()
+        for peer in (self._publisher, self._subscriber):
+            if peer is not None:
+                await peer.close()
+
+    async def aclose(self, leave: pr.LeaveRequest | None = None) -> None:
+        """Close (sending ``leave`` if given) and wait until the socket and the peer connections are closed."""
+        self.close(leave)
+        if self._closing is not None:
+            await asyncio.shield(self._closing)

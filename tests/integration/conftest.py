@@ -1,0 +1,97 @@
+"""Fixtures for the integration suite: a LoopbackServer and real ``livekit.rtc.Room`` clients that record events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from livekit import rtc
+
+from rtcstack.testing import LoopbackServer
+
+WAIT = 15.0
+"""Upper bound for any single expected event (never reached when things work)."""
+
+_EVENTS = (
+    "connection_state_changed",
+    "connected",
+    "disconnected",
+    "reconnecting",
+    "reconnected",
+    "token_refreshed",
+    "participant_connected",
+    "participant_active",
+    "participant_disconnected",
+    "participant_metadata_changed",
+    "participant_name_changed",
+    "participant_attributes_changed",
+    "connection_quality_changed",
+    "track_published",
+    "track_muted",
+    "track_unmuted",
+)
+
+
+@dataclass
+class Client:
+    """A real Room and the events it emitted, in order."""
+
+    identity: str
+    room: rtc.Room
+    events: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def record(self, name: str, *args: Any) -> None:
+        self.events.append((name, args))
+        self._changed.set()
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+    async def wait_for(
+        self, name: str, predicate: Callable[..., bool] = lambda *args: True, timeout: float = WAIT
+    ) -> tuple[Any, ...]:
+        """The args of the first ``name`` event (already seen or coming) whose args satisfy ``predicate``."""
+
+        async def scan() -> tuple[Any, ...]:
+            seen = 0
+            while True:
+                for event, args in self.events[seen:]:
+                    if event == name and predicate(*args):
+                        return args
+                seen = len(self.events)
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), timeout)
+
+
+Connect = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LoopbackServer]:
+    async with LoopbackServer(ping_interval=1, ping_timeout=15, departure_timeout=5.0) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def connect(server: LoopbackServer) -> AsyncIterator[Connect]:
+    """``await connect("alice", room="demo", options=None, token=None)``: a connected Client, closed at teardown."""
+    clients: list[Client] = []
+
+    async def _connect(
+        identity: str, room: str = "demo", options: rtc.RoomOptions | None = None, token: str | None = None
+    ) -> Client:
+        client = Client(identity, rtc.Room())
+        for name in _EVENTS:
+            client.room.on(name, lambda *args, name=name: client.record(name, *args))
+        clients.append(client)
+        await client.room.connect(server.url, token or server.token(identity, room=room), options or rtc.RoomOptions())
+        return client
+
+    yield _connect
+    await asyncio.gather(*(c.room.disconnect() for c in clients))
