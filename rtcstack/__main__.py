@@ -1,16 +1,12 @@
-"""The `rtcstack` command line (also `python -m rtcstack`)."""
+"""The `rtcstack` command line (also `python -m rtcstack`); the commands live in `rtcstack._cli`."""
 
 from __future__ import annotations
 
 import sys
 
+from ._cli import main
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `rtcstack` console script."""
-    del argv
-    print("rtcstack: no commands yet", file=sys.stderr)
-    return 2
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())
