@@ -51,6 +51,19 @@ class Client:
     def names(self) -> list[str]:
         return [name for name, _ in self.events]
 
+    def count(self, name: str) -> int:
+        return sum(1 for event, _ in self.events if event == name)
+
+    async def wait_count(self, name: str, count: int, timeout: float = WAIT) -> None:
+        """Wait until ``name`` was emitted at least ``count`` times in all."""
+
+        async def scan() -> None:
+            while self.count(name) < count:
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(scan(), timeout)
+
     async def wait_for(
         self, name: str, predicate: Callable[..., bool] = lambda *args: True, timeout: float = WAIT
     ) -> tuple[Any, ...]:
@@ -73,8 +86,11 @@ Connect = Callable[..., Awaitable[Client]]
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[LoopbackServer]:
-    async with LoopbackServer(ping_interval=1, ping_timeout=15, departure_timeout=5.0) as srv:
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[LoopbackServer]:
+    """A started server; override constructor arguments with ``parametrize("server", [{...}], indirect=True)``."""
+    options: dict[str, Any] = {"ping_interval": 1, "ping_timeout": 15, "departure_timeout": 5.0}
+    options.update(getattr(request, "param", {}))
+    async with LoopbackServer(**options) as srv:
         yield srv
 
 
