@@ -1,7 +1,70 @@
-"""rtcstack: a thin, typed Call facade over the LiveKit Python SDK."""
+"""rtcstack: a thin, typed `Call` facade over the LiveKit Python SDK.
+
+    call = create_call(url, token, token_refresher=fetch_new_token)
+    call.on("reconnecting", lambda attempt: print(f"reconnecting (attempt {attempt})"))
+    await call.connect()
+
+Everything else (publishing tracks, RPC, data streams) stays reachable through `call.room`.
+"""
 
 import logging
 
-__all__: list[str] = []
+from ._call import Call, create_call
+from ._emitter import CallEvent
+from ._errors import (
+    AuthRejectedError,
+    ConfigError,
+    ConnectError,
+    ConnectTimeoutError,
+    InvalidStateError,
+    RtcstackError,
+    TokenError,
+    TokenExpiredError,
+    TokenRefreshError,
+)
+from ._models import Participant, TrackInfo
+from ._options import CallOptions, ReconnectPolicy
+from ._tokens import Refresher, http_token_refresher
+from ._vocab import (
+    ConnectionStateName,
+    DisconnectReason,
+    EventName,
+    ParticipantKindName,
+    ParticipantStateName,
+    QualityName,
+    TrackKindName,
+    TrackSourceName,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AuthRejectedError",
+    "Call",
+    "CallEvent",
+    "CallOptions",
+    "ConfigError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "ConnectionStateName",
+    "DisconnectReason",
+    "EventName",
+    "InvalidStateError",
+    "Participant",
+    "ParticipantKindName",
+    "ParticipantStateName",
+    "QualityName",
+    "ReconnectPolicy",
+    "Refresher",
+    "RtcstackError",
+    "TokenError",
+    "TokenExpiredError",
+    "TokenRefreshError",
+    "TrackInfo",
+    "TrackKindName",
+    "TrackSourceName",
+    "create_call",
+    "http_token_refresher",
+]
 
 logging.getLogger("rtcstack").addHandler(logging.NullHandler())

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from ._errors import InvalidStateError
-from ._vocab import ConnectionStateName, DisconnectReason
+from ._vocab import ConnectionStateName, DisconnectReason, EventName
 
 __all__ = [
     "CallMachine",
@@ -116,7 +116,7 @@ Input: TypeAlias = (
 class Emit:
     """Emit this event with these arguments."""
 
-    name: str
+    name: EventName
     args: tuple[object, ...] = ()
 
 

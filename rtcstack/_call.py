@@ -1,0 +1,630 @@
+"""`Call`: the pump between a `livekit.rtc.Room` and the pure `CallMachine`.
+
+Room callbacks, timers and user calls become machine inputs; the machine's outputs become events (through the
+emitter) and rejoins. The rules live in `_machine` (lifecycle), `_roster` (participants across a reconnect) and
+`_tokens` (claims and refresh checks); this module only moves data between them and the SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from datetime import datetime, timezone
+from types import TracebackType
+from typing import Any, Protocol, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+from livekit import rtc
+
+from ._emitter import EventEmitter
+from ._errors import (
+    AuthRejectedError,
+    ConfigError,
+    ConnectError,
+    ConnectTimeoutError,
+    InvalidStateError,
+    TokenError,
+    TokenExpiredError,
+    TokenRefreshError,
+)
+from ._machine import (
+    CallMachine,
+    ConnectFailed,
+    ConnectRequested,
+    DisconnectRequested,
+    Emit,
+    Input,
+    Output,
+    RejoinFailed,
+    ScheduleRejoin,
+    SdkConnected,
+    SdkDisconnected,
+    SdkReconnecting,
+)
+from ._models import Participant, participant_from_sdk, track_info_from_sdk
+from ._options import CallOptions
+from ._roster import Roster
+from ._tokens import Refresher, TokenClaims, check_refreshed, decode_token, refresh_due, run_refresher
+from ._vocab import ConnectionStateName, DisconnectReason, quality_from_sdk, reason_from_sdk
+
+__all__ = ["Call", "RoomLike", "classify_connect_error", "create_call", "normalize_url"]
+
+logger = logging.getLogger("rtcstack")
+
+_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+_STATUS = re.compile(r"\b([45]\d\d)\b")
+_REFRESH_RETRY_MAX = 30.0
+_T = TypeVar("_T")
+
+
+class RoomLike(Protocol):
+    """The part of `livekit.rtc.Room` the pump uses (unit tests pass a fake)."""
+
+    @property
+    def local_participant(self) -> Any: ...
+    @property
+    def remote_participants(self) -> Mapping[str, Any]: ...
+    def on(self, event: Any, callback: Callable[..., Any] | None = None) -> Callable[..., Any]: ...
+    async def connect(self, url: str, token: str, options: rtc.RoomOptions = ...) -> None: ...
+    async def disconnect(self) -> None: ...
+
+
+def normalize_url(url: object) -> str:
+    """Check a LiveKit URL and return it with a ws/wss scheme (http/https are converted)."""
+    if not isinstance(url, str) or not url:
+        raise ConfigError("url must be a non-empty string")
+    if any(c.isspace() for c in url):
+        raise ConfigError("url must not contain whitespace")
+    parts = urlsplit(url)
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        shown = parts.scheme or "(none)"
+        raise ConfigError(f"url scheme must be ws, wss, http or https, not {shown}")
+    if not parts.hostname:
+        raise ConfigError("url has no host")
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def classify_connect_error(message: str, *, token_expired: bool) -> tuple[DisconnectReason, bool]:
+    """Map the text of the SDK's `ConnectError` to (reason, transient).
+
+    The SDK reports HTTP statuses of the signal upgrade or `/validate` in its error text. 401/403 mean the server
+    refused the token: `token_expired` when our copy of it has expired, else `auth_rejected` (both final for this
+    token). Other failures (timeouts, refused connections, 5xx) are transient.
+    """
+    status = _STATUS.search(message)
+    code = int(status.group(1)) if status else None
+    lowered = message.lower()
+    if code in (401, 403) or "unauthorized" in lowered or "forbidden" in lowered:
+        return ("token_expired" if token_expired else "auth_rejected"), False
+    return "join_failure", True
+
+
+def _error_for(reason: DisconnectReason, message: str) -> ConnectError:
+    if reason == "auth_rejected":
+        return AuthRejectedError(message)
+    if reason == "token_expired":
+        return TokenExpiredError(message)
+    if reason == "connect_timeout":
+        return ConnectTimeoutError(message)
+    return ConnectError(message, reason=reason)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Call(EventEmitter):
+    """One LiveKit call: its state, roster, qualities and token, over a `livekit.rtc.Room`.
+
+    Make one with `create_call()`. Nothing happens until `connect()`; every event of the call is emitted through
+    `on()` / `once()` handlers, `events()` and `wait_for()`.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        claims: TokenClaims,
+        *,
+        token_refresher: Refresher | None,
+        options: CallOptions,
+        room_factory: Callable[[], RoomLike] = rtc.Room,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        super().__init__()
+        self._url = url
+        self._token = token
+        self._claims = claims
+        self._refresher = token_refresher
+        self._options = options
+        self._room_factory = room_factory
+        self._clock = clock
+        self._machine = CallMachine(options.reconnect)
+        self._roster = Roster()
+        self._room: RoomLike | None = None
+        self._local: Participant | None = None
+        self._speaking: frozenset[str] = frozenset()
+        self._last_room: RoomLike | None = None
+        self._room_connect: asyncio.Future[None] | None = None
+        self._connect_waiter: asyncio.Future[None] | None = None
+        self._rejoin_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[bool] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._token_timer: asyncio.TimerHandle | None = None
+        self._warned_for: datetime | None = None
+
+    # -- public state ------------------------------------------------------------------------------------------
+
+    @property
+    def connection_state(self) -> ConnectionStateName:
+        """`"idle"`, `"connecting"`, `"connected"`, `"reconnecting"` or `"disconnected"`."""
+        return self._machine.state
+
+    @property
+    def participants(self) -> list[Participant]:
+        """Remote participants in join order (immutable snapshots)."""
+        return self._roster.snapshot()
+
+    @property
+    def local_participant(self) -> Participant | None:
+        """The local participant's snapshot, or None before the first connect."""
+        return self._local
+
+    @property
+    def token_expires_at(self) -> datetime:
+        """When the token now in use expires (aware UTC)."""
+        return self._claims.expires_at
+
+    @property
+    def disconnect_reason(self) -> DisconnectReason | None:
+        """Why the call ended, or None while it has not."""
+        return self._machine.disconnect_reason
+
+    @property
+    def reconnect_attempt(self) -> int:
+        """The attempt of the reconnect in progress (1, 2, ...), 0 unless reconnecting."""
+        return self._machine.reconnect_attempt
+
+    @property
+    def room(self) -> rtc.Room:
+        """The underlying `livekit.rtc.Room` (a new object after a rejoin)."""
+        if self._last_room is None:
+            raise InvalidStateError("the call has no Room before connect()")
+        return cast(rtc.Room, self._last_room)  # the factory makes rtc.Room outside unit tests
+
+    def __repr__(self) -> str:
+        return f"<Call state={self._machine.state} room={self._claims.room!r} identity={self._claims.identity!r}>"
+
+    # -- connect / disconnect ----------------------------------------------------------------------------------
+
+    async def connect(self, timeout: float | None = None) -> None:
+        """Join the room. `timeout` (default `options.connect_timeout`) is the total deadline.
+
+        Raises a `ConnectError` subclass when the connect fails, and `InvalidStateError` while a session is live.
+        On failure, timeout or cancellation the call ends in `"disconnected"` and its Room is closed in the
+        background; `disconnect()` waits for that.
+        """
+        budget = self._options.connect_timeout if timeout is None else timeout
+        if budget <= 0:
+            raise ConfigError("timeout must be > 0")
+        self._feed(ConnectRequested())
+        loop = asyncio.get_running_loop()
+        waiter = self._connect_waiter = loop.create_future()
+        job = self._spawn(self._establish(budget))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), budget)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            self._connect_waiter = None
+            waiter.cancel()
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            self._feed(ConnectFailed("connect_timeout" if timed_out else "cancelled"))
+            if timed_out:
+                raise ConnectTimeoutError(f"connect did not finish within {budget:g} s") from None
+            raise
+        finally:
+            job.cancel()
+            self._connect_waiter = None
+        self._schedule_token_timer()
+
+    async def _establish(self, budget: float) -> None:
+        try:
+            token = await self._token_for_join()
+            await self._open_room(token, budget)
+        except asyncio.CancelledError:
+            raise
+        except ConnectError as exc:
+            self._fail_waiter(exc)
+            self._feed(ConnectFailed(exc.reason))
+        except rtc.ConnectError as exc:
+            reason, _ = classify_connect_error(str(exc), token_expired=self._token_expired())
+            error = _error_for(reason, f"connect failed ({reason}): {self._scrub(str(exc))}")
+            error.__cause__ = exc
+            self._fail_waiter(error)
+            self._feed(ConnectFailed(reason))
+
+    async def disconnect(self) -> None:
+        """Leave the call (reason `"client_initiated"`); idempotent. Returns when nothing of it is running."""
+        if self._machine.state not in ("idle", "disconnected"):
+            self._feed(DisconnectRequested())
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._aclose_handlers(self._options.connect_timeout)
+
+    async def __aenter__(self) -> Call:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.disconnect()
+
+    # -- the pump ----------------------------------------------------------------------------------------------
+
+    def _feed(self, event: Input) -> None:
+        self._run(self._machine.handle(event))
+
+    def _run(self, outputs: Iterable[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, ScheduleRejoin):
+                self._start_rejoin(out)
+            else:
+                self._dispatch(out)
+
+    def _dispatch(self, out: Emit) -> None:
+        name = out.name
+        if name == "reconnecting" and not self._roster.held:
+            self._roster.hold()
+        elif name == "reconnected":
+            self._refresh_local()
+            self._run(self._roster.release(self._current_participants()))
+        elif name == "connected":
+            self._refresh_local()
+            if self._connect_waiter is not None and not self._connect_waiter.done():
+                self._connect_waiter.set_result(None)
+        elif name == "disconnected":
+            self._ended()
+        self._emit(out.name, *out.args)
+
+    def _ended(self) -> None:
+        if self._connect_waiter is not None and not self._connect_waiter.done():
+            reason = self._machine.disconnect_reason or "unknown"
+            self._connect_waiter.set_exception(_error_for(reason, f"the call ended while connecting ({reason})"))
+        for task in (self._rejoin_task, self._refresh_task):
+            if task is not None:
+                task.cancel()
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+            self._token_timer = None
+        if self._room is not None:
+            self._retire(self._room, self._room_connect)
+        self._roster.clear()
+
+    def _fail_waiter(self, error: ConnectError) -> None:
+        if self._connect_waiter is not None and not self._connect_waiter.done():
+            self._connect_waiter.set_exception(error)
+
+    # -- rooms -------------------------------------------------------------------------------------------------
+
+    def _room_options(self) -> rtc.RoomOptions:
+        return rtc.RoomOptions(
+            auto_subscribe=self._options.auto_subscribe,
+            single_peer_connection=self._options.single_peer_connection,
+        )
+
+    async def _open_room(self, token: str, budget: float) -> None:
+        """Make a fresh Room the call's own and connect it within `budget`; on any failure it is retired."""
+        room = self._room_factory()
+        self._room = self._last_room = room
+        self._attach(room)
+        task = self._room_connect = asyncio.ensure_future(room.connect(self._url, token, self._room_options()))
+        try:
+            await asyncio.wait_for(asyncio.shield(task), budget)
+        except BaseException:
+            if self._room is room:
+                self._retire(room, task)
+            raise
+        finally:
+            if self._room_connect is task:
+                self._room_connect = None
+
+    def _retire(self, room: RoomLike, connecting: asyncio.Future[None] | None) -> None:
+        """Close `room` in the background (after its connect, if one is still running) and forget it."""
+        if self._room is room:
+            self._room = None
+
+        async def close() -> None:
+            if connecting is not None:
+                await asyncio.wait([connecting])
+                if connecting.cancelled() or connecting.exception() is not None:
+                    return
+            await room.disconnect()
+
+        self._spawn(close())
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run `coro` as a task of the call: `disconnect()` waits for every one of them."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _attach(self, room: RoomLike) -> None:
+        def bind(handler: Callable[..., None]) -> Callable[..., None]:
+            def guarded(*args: Any) -> None:
+                if room is self._room:
+                    handler(*args)
+
+            return guarded
+
+        for event, handler in (
+            ("connection_state_changed", self._on_connection_state),
+            ("disconnected", self._on_disconnected),
+            ("participant_connected", self._on_participant_connected),
+            ("participant_disconnected", self._on_participant_disconnected),
+            ("participant_active", self._on_participant_changed),
+            ("participant_metadata_changed", self._on_participant_changed),
+            ("participant_name_changed", self._on_participant_changed),
+            ("participant_attributes_changed", self._on_attributes_changed),
+            ("connection_quality_changed", self._on_quality),
+            ("track_published", self._on_track_published),
+            ("track_unpublished", self._on_track_unpublished),
+            ("local_track_published", self._on_local_track_published),
+            ("track_muted", self._on_track_muted),
+            ("track_unmuted", self._on_track_unmuted),
+            ("active_speakers_changed", self._on_active_speakers),
+            ("data_received", self._on_data),
+            ("token_refreshed", self._on_server_token),
+        ):
+            room.on(event, bind(handler))
+
+    def _current_participants(self) -> list[Participant]:
+        room = self._room
+        if room is None:
+            return []
+        return [self._snapshot(p, is_local=False) for p in room.remote_participants.values()]
+
+    def _snapshot(self, participant: Any, *, is_local: bool) -> Participant:
+        return participant_from_sdk(
+            participant,
+            is_local=is_local,
+            quality=quality_from_sdk(participant.connection_quality),
+            is_speaking=participant.identity in self._speaking,
+        )
+
+    def _refresh_local(self) -> None:
+        if self._room is not None:
+            self._local = self._snapshot(self._room.local_participant, is_local=True)
+
+    def _known(self, participant: Any) -> Participant:
+        """A fresh snapshot of `participant`, stored where it belongs (local, or the roster if known)."""
+        is_local = self._local is not None and participant.identity == self._local.identity
+        snap = self._snapshot(participant, is_local=is_local)
+        if is_local:
+            self._local = snap
+        else:
+            self._roster.replace(snap)
+        return snap
+
+    # -- Room callbacks ----------------------------------------------------------------------------------------
+
+    def _on_connection_state(self, state: int) -> None:
+        if state == rtc.ConnectionState.CONN_CONNECTED:
+            self._feed(SdkConnected())
+        elif state == rtc.ConnectionState.CONN_RECONNECTING:
+            self._feed(SdkReconnecting(time.monotonic()))
+
+    def _on_disconnected(self, sdk_reason: int) -> None:
+        reason, transient = reason_from_sdk(sdk_reason)
+        if self._machine.state == "connecting":
+            self._fail_waiter(_error_for(reason, f"the room closed while connecting ({reason})"))
+            self._feed(ConnectFailed(reason))
+            return
+        room = self._room
+        if room is not None:
+            self._retire(room, None)
+        self._feed(SdkDisconnected(reason, transient, time.monotonic()))
+
+    def _on_participant_connected(self, participant: Any) -> None:
+        self._run(self._roster.join(self._snapshot(participant, is_local=False)))
+
+    def _on_participant_disconnected(self, participant: Any) -> None:
+        self._run(self._roster.leave(participant.identity))
+
+    def _on_participant_changed(self, participant: Any, *_: Any) -> None:
+        snap = self._snapshot(participant, is_local=False)
+        if self._local is not None and participant.identity == self._local.identity:
+            self._local = self._snapshot(participant, is_local=True)
+        else:
+            self._run(self._roster.update(snap))
+
+    def _on_attributes_changed(self, _changed: Any, participant: Any) -> None:
+        self._on_participant_changed(participant)
+
+    def _on_quality(self, participant: Any, quality: int) -> None:
+        if participant is None:
+            return
+        snap = self._known(participant)
+        self._emit("connection_quality_changed", snap, quality_from_sdk(quality))
+
+    def _on_track_published(self, publication: Any, participant: Any) -> None:
+        snap = self._known(participant)
+        if not self._roster.held:
+            self._emit("track_published", snap, track_info_from_sdk(publication))
+
+    def _on_track_unpublished(self, publication: Any, participant: Any) -> None:
+        snap = self._known(participant)
+        if not self._roster.held:
+            self._emit("track_unpublished", snap, track_info_from_sdk(publication))
+
+    def _on_local_track_published(self, publication: Any, _track: Any) -> None:
+        if self._room is not None:
+            snap = self._known(self._room.local_participant)
+            self._emit("track_published", snap, track_info_from_sdk(publication))
+
+    def _on_track_muted(self, participant: Any, publication: Any) -> None:
+        self._emit("track_muted", self._known(participant), track_info_from_sdk(publication))
+
+    def _on_track_unmuted(self, participant: Any, publication: Any) -> None:
+        self._emit("track_unmuted", self._known(participant), track_info_from_sdk(publication))
+
+    def _on_active_speakers(self, speakers: list[Any]) -> None:
+        before = self._speaking
+        self._speaking = frozenset(p.identity for p in speakers)
+        room = self._room
+        if room is not None:
+            for identity in before ^ self._speaking:
+                sdk = room.remote_participants.get(identity)
+                if sdk is None and self._local is not None and identity == self._local.identity:
+                    sdk = room.local_participant
+                if sdk is not None:
+                    self._known(sdk)
+        snaps = [s for s in (self._local_or_remote(p.identity) for p in speakers) if s is not None]
+        self._emit("active_speakers_changed", snaps)
+
+    def _local_or_remote(self, identity: str) -> Participant | None:
+        if self._local is not None and identity == self._local.identity:
+            return self._local
+        return self._roster.get(identity)
+
+    def _on_data(self, packet: rtc.DataPacket) -> None:
+        sender = None if packet.participant is None else self._roster.get(packet.participant.identity)
+        self._emit("data_received", packet.data, sender, packet.topic or None)
+
+    def _on_server_token(self) -> None:
+        room = self._room
+        token = getattr(room, "_token", None)  # the SDK keeps the pushed token there; it has no public getter
+        if not isinstance(token, str):
+            return
+        try:
+            claims = check_refreshed(self._claims, token)
+        except TokenError as exc:
+            logger.debug("ignoring a server-refreshed token: %s", exc)
+            return
+        self._adopt(token, claims)
+
+    # -- rejoin ------------------------------------------------------------------------------------------------
+
+    def _start_rejoin(self, step: ScheduleRejoin) -> None:
+        running = self._rejoin_task
+        if running is not None and running is not asyncio.current_task():
+            running.cancel()
+        self._rejoin_task = self._spawn(self._rejoin(step))
+
+    async def _rejoin(self, step: ScheduleRejoin) -> None:
+        logger.debug("rejoin attempt %d in %.3f s", step.attempt, step.delay)
+        await asyncio.sleep(step.delay)
+        try:
+            token = await self._token_for_join()
+        except TokenError:
+            self._feed(DisconnectRequested("token_expired"))
+            return
+        try:
+            await self._open_room(token, self._options.connect_timeout)
+        except asyncio.CancelledError:
+            raise
+        except asyncio.TimeoutError:
+            self._feed(RejoinFailed("network_error", True, time.monotonic()))
+        except rtc.ConnectError as exc:
+            expired = self._token_expired()
+            reason, transient = classify_connect_error(str(exc), token_expired=expired)
+            if reason == "token_expired" and self._refresher is not None:
+                transient = True
+            self._feed(RejoinFailed(reason, transient, time.monotonic()))
+
+    # -- tokens ------------------------------------------------------------------------------------------------
+
+    def _token_expired(self) -> bool:
+        return self._clock() >= self._claims.expires_at
+
+    async def _token_for_join(self) -> str:
+        """The token to join with: refreshed first when it is inside the margin, if a refresher is set."""
+        now = self._clock()
+        if now < refresh_due(self._claims, self._options.token_refresh_margin):
+            return self._token
+        self._warn_expiry()
+        if self._refresher is not None:
+            await self._refresh()
+        if self._token_expired():
+            raise TokenExpiredError("the token has expired and no fresh token could be had")
+        return self._token
+
+    def _schedule_token_timer(self) -> None:
+        if self._token_timer is not None:
+            self._token_timer.cancel()
+        due = refresh_due(self._claims, self._options.token_refresh_margin)
+        delay = max(0.0, (due - self._clock()).total_seconds())
+        self._token_timer = asyncio.get_running_loop().call_later(delay, self._on_token_due)
+
+    def _on_token_due(self) -> None:
+        self._token_timer = None
+        self._warn_expiry()
+        if self._refresher is not None and self._refresh_task is None:
+            self._refresh_task = self._spawn(self._refresh_loop())
+
+    def _warn_expiry(self) -> None:
+        if self._warned_for != self._claims.expires_at:
+            self._warned_for = self._claims.expires_at
+            self._emit("token_expired", self._claims.expires_at)
+
+    async def _refresh(self) -> bool:
+        task = self._refresh_task
+        if task is None:
+            task = self._refresh_task = self._spawn(self._refresh_loop())
+        return await asyncio.shield(task)
+
+    async def _refresh_loop(self) -> bool:
+        """Ask the refresher until it gives an acceptable token or ours has expired."""
+        refresher = self._refresher
+        assert refresher is not None
+        delay = 1.0
+        try:
+            while True:
+                try:
+                    token = await run_refresher(refresher, timeout=self._options.token_refresh_timeout)
+                    claims = check_refreshed(self._claims, token)
+                except TokenRefreshError as exc:
+                    self._emit("token_refresh_failed", exc)
+                    left = (self._claims.expires_at - self._clock()).total_seconds()
+                    if left <= 0:
+                        return False
+                    await asyncio.sleep(min(delay, left))
+                    delay = min(delay * 2, _REFRESH_RETRY_MAX)
+                    continue
+                self._adopt(token, claims)
+                return True
+        finally:
+            self._refresh_task = None
+
+    def _adopt(self, token: str, claims: TokenClaims) -> None:
+        self._token = token
+        self._claims = claims
+        if self._machine.state in ("connected", "reconnecting"):
+            self._schedule_token_timer()
+        self._emit("token_refreshed", claims.expires_at)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "<token>") if self._token else text
+
+
+def create_call(
+    url: str,
+    token: str,
+    *,
+    token_refresher: Refresher | None = None,
+    options: CallOptions | None = None,
+) -> Call:
+    """Make a `Call` in state `"idle"`; no I/O. Raises `ConfigError` or `TokenError` on bad input."""
+    normalized = normalize_url(url)
+    claims = decode_token(token)
+    if token_refresher is not None and not callable(token_refresher):
+        raise ConfigError("token_refresher must be callable")
+    if options is None:
+        options = CallOptions()
+    elif not isinstance(options, CallOptions):
+        raise ConfigError("options must be a CallOptions")
+    return Call(normalized, token, claims, token_refresher=token_refresher, options=options)

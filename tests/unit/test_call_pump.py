@@ -1,0 +1,437 @@
+"""The pump (`Call`) with a fake Room behind the `RoomLike` protocol: no network, no SDK core.
+
+These tests pin how Room callbacks become call events. Every behaviour here is also tested against the real SDK on
+LoopbackServer in tests/integration; the fake only makes the pump's own bookkeeping cheap to drive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from livekit import api, rtc
+
+from rtcstack import _call
+from rtcstack._call import Call
+from rtcstack._errors import AuthRejectedError, ConnectError, ConnectTimeoutError, InvalidStateError, TokenExpiredError
+from rtcstack._options import CallOptions, ReconnectPolicy
+from rtcstack._tokens import decode_token
+
+KEY, SECRET = "devkey", "a-secret-long-enough-for-hs256-signing"
+CONNECTED = rtc.ConnectionState.CONN_CONNECTED
+RECONNECTING = rtc.ConnectionState.CONN_RECONNECTING
+
+
+def mint(identity: str = "me", room: str = "demo", ttl: float = 600) -> str:
+    return (
+        api.AccessToken(KEY, SECRET)
+        .with_identity(identity)
+        .with_grants(api.VideoGrants(room_join=True, room=room))
+        .with_ttl(timedelta(seconds=ttl))
+        .to_jwt()
+    )
+
+
+@dataclass
+class FakePublication:
+    sid: str
+    name: str = "mic"
+    kind: int = rtc.TrackKind.KIND_AUDIO
+    source: int = rtc.TrackSource.SOURCE_MICROPHONE
+    muted: bool = False
+    subscribed: bool = True
+
+
+@dataclass
+class FakeParticipant:
+    identity: str
+    sid: str = ""
+    name: str = ""
+    kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    state: int = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
+    metadata: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
+    track_publications: dict[str, FakePublication] = field(default_factory=dict)
+    joined_at: datetime | None = None
+    connection_quality: int = rtc.ConnectionQuality.QUALITY_UNKNOWN
+
+
+class FakeRoom:
+    """Records handlers; `connect` follows the `script` given by the test."""
+
+    def __init__(self, script: Callable[[FakeRoom], Any] | None = None) -> None:
+        self.handlers: dict[str, list[Callable[..., Any]]] = {}
+        self.local_participant = FakeParticipant("me", sid="PA_me")
+        self.remote_participants: dict[str, FakeParticipant] = {}
+        self.script = script
+        self.connected = False
+        self.disconnects = 0
+
+    def on(self, event: str, callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
+        assert callback is not None
+        self.handlers.setdefault(event, []).append(callback)
+        return callback
+
+    def emit(self, event: str, *args: Any) -> None:
+        for handler in self.handlers.get(event, []):
+            handler(*args)
+
+    async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
+        if self.script is not None:
+            await self.script(self)
+        self.connected = True
+        asyncio.get_running_loop().call_soon(self.emit, "connection_state_changed", CONNECTED)
+
+    async def disconnect(self) -> None:
+        self.disconnects += 1
+        self.connected = False
+
+    def add(self, identity: str, **kw: Any) -> FakeParticipant:
+        p = FakeParticipant(identity, sid=f"PA_{identity}", **kw)
+        self.remote_participants[identity] = p
+        return p
+
+
+class Rooms:
+    """A room factory that hands out FakeRooms following successive scripts."""
+
+    def __init__(self, *scripts: Callable[[FakeRoom], Any] | None) -> None:
+        self.scripts = list(scripts)
+        self.made: list[FakeRoom] = []
+
+    def __call__(self) -> FakeRoom:
+        room = FakeRoom(self.scripts.pop(0) if self.scripts else None)
+        self.made.append(room)
+        return room
+
+
+def make_call(rooms: Rooms, token: str | None = None, **kw: Any) -> Call:
+    token = token or mint()
+    refresher = kw.pop("token_refresher", None)
+    clock = kw.pop("clock", None)
+    options = CallOptions(**kw)
+    extra = {"clock": clock} if clock is not None else {}
+    return Call(
+        "ws://fake",
+        token,
+        decode_token(token),
+        token_refresher=refresher,
+        options=options,
+        room_factory=rooms,
+        **extra,
+    )
+
+
+def record(call: Call, *names: str) -> list[tuple[Any, ...]]:
+    seen: list[tuple[Any, ...]] = []
+    for name in names:
+        call.on(name, lambda *args, _n=name: seen.append((_n, *args)))  # type: ignore[call-overload]  # any event
+    return seen
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_connect_then_disconnect() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    seen = record(call, "state_changed", "connected", "disconnected")
+    assert call.connection_state == "idle" and call.local_participant is None
+    await call.connect()
+    assert call.connection_state == "connected"
+    assert call.local_participant is not None and call.local_participant.is_local
+    await call.disconnect()
+    assert seen == [
+        ("state_changed", "connecting", "idle"),
+        ("state_changed", "connected", "connecting"),
+        ("connected",),
+        ("state_changed", "disconnected", "connected"),
+        ("disconnected", "client_initiated"),
+    ]
+    assert rooms.made[0].disconnects == 1
+    assert call.disconnect_reason == "client_initiated"
+    await call.disconnect()
+    assert rooms.made[0].disconnects == 1
+
+
+async def test_connect_twice_is_an_error() -> None:
+    call = make_call(Rooms())
+    await call.connect()
+    with pytest.raises(InvalidStateError):
+        await call.connect()
+    await call.disconnect()
+
+
+async def test_failed_connect_is_classified_and_ends_the_call() -> None:
+    async def refuse(room: FakeRoom) -> None:
+        raise rtc.ConnectError("failed to connect: validation failed: 401 Unauthorized")
+
+    call = make_call(Rooms(refuse))
+    with pytest.raises(AuthRejectedError) as info:
+        await call.connect()
+    assert info.value.reason == "auth_rejected"
+    assert call.connection_state == "disconnected" and call.disconnect_reason == "auth_rejected"
+    await call.disconnect()
+
+
+async def test_connect_timeout_closes_the_room_after_its_connect_ends() -> None:
+    release = asyncio.Event()
+
+    async def slow(room: FakeRoom) -> None:
+        await release.wait()
+
+    rooms = Rooms(slow)
+    call = make_call(rooms)
+    with pytest.raises(ConnectTimeoutError):
+        await call.connect(timeout=0.05)
+    assert call.disconnect_reason == "connect_timeout"
+    release.set()
+    await call.disconnect()
+    assert rooms.made[0].disconnects == 1
+
+
+async def test_cancelled_connect_closes_the_room() -> None:
+    release = asyncio.Event()
+
+    async def slow(room: FakeRoom) -> None:
+        await release.wait()
+
+    rooms = Rooms(slow)
+    call = make_call(rooms)
+    task = asyncio.create_task(call.connect())
+    await settle()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert call.disconnect_reason == "cancelled"
+    release.set()
+    await call.disconnect()
+    assert rooms.made[0].disconnects == 1
+
+
+async def test_disconnect_while_connecting() -> None:
+    release = asyncio.Event()
+
+    async def slow(room: FakeRoom) -> None:
+        await release.wait()
+
+    call = make_call(Rooms(slow))
+    task = asyncio.create_task(call.connect())
+    await settle()
+    closing = asyncio.create_task(call.disconnect())
+    with pytest.raises(ConnectError) as info:
+        await task
+    assert info.value.reason == "client_initiated"
+    release.set()
+    await closing
+    assert call.connection_state == "disconnected"
+
+
+async def test_roster_quality_tracks_and_data() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    seen = record(
+        call,
+        "participant_joined",
+        "participant_left",
+        "participant_updated",
+        "connection_quality_changed",
+        "track_published",
+        "track_muted",
+        "data_received",
+        "active_speakers_changed",
+    )
+    await call.connect()
+    room = rooms.made[0]
+    bob = room.add("bob", name="Bob")
+    room.emit("participant_connected", bob)
+    bob.metadata = "hi"
+    room.emit("participant_metadata_changed", bob, "", "hi")
+    bob.connection_quality = rtc.ConnectionQuality.QUALITY_POOR
+    room.emit("connection_quality_changed", bob, rtc.ConnectionQuality.QUALITY_POOR)
+    room.emit("connection_quality_changed", room.local_participant, rtc.ConnectionQuality.QUALITY_EXCELLENT)
+    pub = FakePublication("TR_1")
+    bob.track_publications["TR_1"] = pub
+    room.emit("track_published", pub, bob)
+    pub.muted = True
+    room.emit("track_muted", bob, pub)
+    room.emit("data_received", rtc.DataPacket(data=b"x", kind=0, participant=bob, topic="chat"))  # type: ignore[arg-type]  # a fake participant
+    room.emit("active_speakers_changed", [bob])
+    assert [p.identity for p in call.participants] == ["bob"]
+    assert call.participants[0].connection_quality == "poor" and call.participants[0].is_speaking
+    assert call.participants[0].tracks[0].muted
+    del room.remote_participants["bob"]
+    room.emit("participant_disconnected", bob)
+    await call.disconnect()
+    summary = [(e[0], getattr(e[1], "identity", e[1]), *e[2:3]) for e in seen]
+    assert [s[:2] for s in summary] == [
+        ("participant_joined", "bob"),
+        ("participant_updated", "bob"),
+        ("connection_quality_changed", "bob"),
+        ("connection_quality_changed", "me"),
+        ("track_published", "bob"),
+        ("track_muted", "bob"),
+        ("data_received", b"x"),
+        ("active_speakers_changed", seen[7][1]),
+        ("participant_left", "bob"),
+    ]
+    assert [p.identity for p in seen[7][1]] == ["bob"] and seen[7][1][0].is_speaking
+    assert seen[2][2] == "poor" and seen[3][2] == "excellent"
+    assert seen[6][3] == "chat"
+
+
+async def test_sdk_resume_is_reconnecting_one_and_holds_the_roster() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    seen = record(call, "reconnecting", "reconnected", "participant_joined", "participant_left")
+    await call.connect()
+    room = rooms.made[0]
+    ann = room.add("ann")
+    room.emit("participant_connected", ann)
+    room.emit("connection_state_changed", RECONNECTING)
+    assert call.reconnect_attempt == 1
+    # a full restart re-announces everyone: ann leaves and comes back; cid joins for real
+    room.emit("participant_disconnected", ann)
+    room.emit("participant_connected", ann)
+    room.emit("participant_connected", room.add("cid"))
+    room.emit("connection_state_changed", CONNECTED)
+    assert [(e[0], getattr(e[1], "identity", e[1]) if len(e) > 1 else None) for e in seen] == [
+        ("participant_joined", "ann"),
+        ("reconnecting", 1),
+        ("participant_joined", "cid"),
+        ("reconnected", None),
+    ]
+    assert [p.identity for p in call.participants] == ["ann", "cid"]
+    await call.disconnect()
+
+
+async def test_transient_end_rejoins_with_a_fresh_room() -> None:
+    async def refuse(room: FakeRoom) -> None:
+        raise rtc.ConnectError("failed to connect: 503 Service Unavailable")
+
+    rooms = Rooms(None, refuse, None)
+    policy = ReconnectPolicy(initial_delay=0.0, max_delay=0.0)
+    call = make_call(rooms, reconnect=policy)
+    seen = record(call, "reconnecting", "reconnected", "disconnected")
+    await call.connect()
+    first = rooms.made[0]
+    first.emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    reconnected = await call.wait_for("reconnected", timeout=5)
+    assert reconnected.name == "reconnected"
+    assert seen == [("reconnecting", 1), ("reconnecting", 2), ("reconnected",)]
+    assert len(rooms.made) == 3 and call.room is rooms.made[2]  # type: ignore[comparison-overlap]  # a fake Room
+    first.emit("participant_connected", FakeParticipant("stale"))
+    assert call.participants == []
+    await call.disconnect()
+
+
+async def test_rejoin_exhausted_is_network_error() -> None:
+    async def refuse(room: FakeRoom) -> None:
+        raise rtc.ConnectError("failed to connect: 503")
+
+    rooms = Rooms(None, refuse, refuse)
+    call = make_call(rooms, reconnect=ReconnectPolicy(max_attempts=2, initial_delay=0.0, max_delay=0.0))
+    await call.connect()
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.UNKNOWN_REASON)
+    ended = await call.wait_for("disconnected", timeout=5)
+    assert ended.reason == "network_error"
+    await call.disconnect()
+
+
+async def test_terminal_reason_ends_the_call() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    await call.connect()
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.ROOM_DELETED)
+    assert call.connection_state == "disconnected" and call.disconnect_reason == "room_deleted"
+    await call.disconnect()
+
+
+async def test_disconnect_during_rejoin_stops_it() -> None:
+    rooms = Rooms()
+    call = make_call(rooms, reconnect=ReconnectPolicy(initial_delay=30.0, max_delay=30.0, jitter=False))
+    await call.connect()
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    assert call.connection_state == "reconnecting"
+    await call.disconnect()
+    assert call.disconnect_reason == "client_initiated"
+    assert len(rooms.made) == 1
+
+
+async def test_expired_token_without_refresher_fails_before_any_room() -> None:
+    rooms = Rooms()
+    call = make_call(rooms, token=mint(ttl=-10))
+    with pytest.raises(TokenExpiredError):
+        await call.connect()
+    assert rooms.made == [] and call.disconnect_reason == "token_expired"
+
+
+async def test_expired_token_calls_the_refresher_first() -> None:
+    fresh = mint(ttl=600)
+    rooms = Rooms()
+    call = make_call(rooms, token=mint(ttl=-10), token_refresher=lambda: fresh)
+    seen = record(call, "token_expired", "token_refreshed")
+    await call.connect()
+    assert [e[0] for e in seen] == ["token_expired", "token_refreshed"]
+    assert call.token_expires_at == decode_token(fresh).expires_at
+    await call.disconnect()
+
+
+async def test_a_raising_handler_breaks_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    call = make_call(Rooms())
+    after: list[str] = []
+
+    def bad() -> None:
+        raise RuntimeError("boom")
+
+    call.on("connected", bad)
+    call.on("connected", lambda: after.append("ok"))
+    await call.connect()
+    assert after == ["ok"] and call.connection_state == "connected"
+    assert any("boom" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+    await call.disconnect()
+
+
+def test_repr_shows_no_token() -> None:
+    token = mint()
+    call = make_call(Rooms(), token=token)
+    text = repr(call)
+    assert "state=idle" in text and "'demo'" in text and "'me'" in text
+    assert token not in text and token.split(".")[1] not in text
+
+
+async def test_token_timer_warns_once_and_refreshes() -> None:
+    now = [datetime.now(timezone.utc)]
+    first = mint(ttl=120)
+    fresh = mint(ttl=600)
+    calls: list[int] = []
+
+    async def refresher() -> str:
+        calls.append(1)
+        return fresh
+
+    call = make_call(Rooms(), token=first, token_refresher=refresher, clock=lambda: now[0], token_refresh_margin=60)
+    seen = record(call, "token_expired", "token_refreshed")
+    await call.connect()
+    assert seen == []
+    now[0] += timedelta(seconds=61)
+    call._schedule_token_timer()
+    await call.wait_for("token_refreshed", timeout=5)
+    assert [e[0] for e in seen] == ["token_expired", "token_refreshed"] and calls == [1]
+    assert call.token_expires_at == decode_token(fresh).expires_at
+    await call.disconnect()
+
+
+def test_classifier() -> None:
+    classify = _call.classify_connect_error
+    assert classify("engine: validation failed: 401", token_expired=False) == ("auth_rejected", False)
+    assert classify("401 Unauthorized", token_expired=True) == ("token_expired", False)
+    assert classify("Forbidden", token_expired=False) == ("auth_rejected", False)
+    assert classify("503 Service Unavailable", token_expired=False) == ("join_failure", True)
+    assert classify("connection refused", token_expired=False) == ("join_failure", True)
