@@ -31,8 +31,10 @@ class MediaPeer:
         self.label = label
         self._pc: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._channels: list[Any] = []
+        self._data_outbox: list[tuple[str, bytes]] = []
         self._on_connected = on_connected
         self._pc.on("connectionstatechange", self._state_changed)
+        self._pc.on("datachannel", self._add_channel)
 
     def _state_changed(self) -> None:
         logger.debug("%s: %s", self.label, self._pc.connectionState)
@@ -57,8 +59,8 @@ class MediaPeer:
         transport has an m-line to connect.
         """
         if not self._channels:
-            self._channels.append(self._pc.createDataChannel("_reliable", ordered=True))
-            self._channels.append(self._pc.createDataChannel("_lossy", ordered=False, maxRetransmits=0))
+            self._add_channel(self._pc.createDataChannel("_reliable", ordered=True))
+            self._add_channel(self._pc.createDataChannel("_lossy", ordered=False, maxRetransmits=0))
         await self._pc.setLocalDescription(await self._pc.createOffer())
         return str(self._pc.localDescription.sdp)
 
@@ -80,6 +82,26 @@ class MediaPeer:
             await self._pc.addIceCandidate(candidate)
         except (ValueError, AssertionError, AttributeError, TypeError) as exc:
             logger.debug("%s: ignored trickled candidate: %s", self.label, exc)
+
+    def send_data(self, label: str, data: bytes) -> None:
+        """Send ``data`` on the data channel ``label`` (ours, or one the client opened in-band) once it is open."""
+        self._data_outbox.append((label, data))
+        self._flush_data()
+
+    def _add_channel(self, channel: Any) -> None:
+        self._channels.append(channel)
+        channel.on("open", self._flush_data)
+        self._flush_data()
+
+    def _flush_data(self) -> None:
+        waiting: list[tuple[str, bytes]] = []
+        for label, data in self._data_outbox:
+            channel = next((c for c in self._channels if c.label == label and c.readyState == "open"), None)
+            if channel is None:
+                waiting.append((label, data))
+            else:
+                channel.send(data)
+        self._data_outbox = waiting
 
     async def close(self) -> None:
         await self._pc.close()

@@ -26,6 +26,7 @@ from livekit.protocol import rtc as pr
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._session import Session, SessionConfig
 from ._tables import CONNECTION_QUALITIES, DISCONNECT_REASONS, LEAVE_ACTIONS, PARTICIPANT_KINDS, QUALITY_SCORES
+from ._twirp import RoomService
 from ._wire import BadRequest, bearer_token, decode_join_request, legacy_join_request
 
 __all__ = ["LoopbackServer"]
@@ -108,6 +109,7 @@ class LoopbackServer:
         app.router.add_get("/rtc/validate", self._validate)
         app.router.add_get("/rtc/v1", self._signal)
         app.router.add_get("/rtc", self._signal)
+        RoomService(self.registry, self.api_key, self.api_secret).add_routes(app)
         return app
 
     async def start(self, app: web.Application | None = None) -> None:
@@ -206,7 +208,7 @@ class LoopbackServer:
 
     async def _validate(self, request: web.Request) -> web.Response:
         claims = self._verify(bearer_token(request.headers, request.query))
-        if claims is None:
+        if claims is None or claims.video is None or not claims.video.room_join:
             return web.Response(status=401, text="invalid token")
         if claims.identity in self._rejected:
             return web.Response(status=401, text="join refused")
@@ -223,13 +225,18 @@ class LoopbackServer:
                 self._handlers.discard(task)
 
     async def _signal_inner(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=_MAX_FRAME, timeout=2.0)
+        if not ws.can_prepare(request).ok:
+            return web.Response(status=404, text="not a websocket upgrade")
         single_pc = request.path.startswith("/rtc/v1")
         claims = self._verify(bearer_token(request.headers, request.query))
         if claims is None:
             return web.Response(status=401, text="invalid token")
         video = claims.video
-        if video is None or not video.room_join or not video.room or not claims.identity:
+        if video is None or not video.room_join or not video.room:
             return web.Response(status=401, text="permission denied: no room_join grant")
+        if not claims.identity:
+            return web.Response(status=400, text="identity cannot be empty")
         try:
             if single_pc:
                 encoded = request.query.get("join_request")
@@ -244,9 +251,6 @@ class LoopbackServer:
         if status is not None:
             logger.info("refused a %s of %s with %d", "resume" if join.reconnect else "join", claims.identity, status)
             return web.Response(status=status, text="refused by refuse_joins")
-        ws = web.WebSocketResponse(max_msg_size=_MAX_FRAME, timeout=2.0)
-        if not ws.can_prepare(request).ok:
-            return web.Response(status=400, text="expected a websocket upgrade")
         await ws.prepare(request)
         self._rejected.discard(claims.identity)
         if join.reconnect:

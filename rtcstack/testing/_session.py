@@ -220,7 +220,7 @@ class Session:
                     break
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
                     break
-                if msg.type != WSMsgType.BINARY:
+                if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                     logger.debug("%r: ignored a %s frame", self, msg.type.name)
                     continue
                 try:
@@ -316,6 +316,13 @@ class Session:
         self.registry.publish_track(self.participant, track)
 
     # -- media --------------------------------------------------------------------------------------------------
+
+    def send_data(self, packet: pm.DataPacket) -> None:
+        """Send a DataPacket on the client's ``_reliable`` or ``_lossy`` data channel (by its kind), as LiveKit does."""
+        peer = self._publisher if self.single_pc else self._subscriber
+        if peer is not None and not self.closed:
+            label = "_lossy" if packet.kind == pm.DataPacket.LOSSY else "_reliable"
+            peer.send_data(label, packet.SerializeToString())
 
     async def _answer(self, offer: pr.SessionDescription) -> None:
         if self._publisher is None:

@@ -7,6 +7,7 @@ import binascii
 import zlib
 from collections.abc import Mapping
 
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
@@ -83,11 +84,13 @@ def _flag(value: str) -> bool:
     return value.lower() in ("1", "true")
 
 
-def decode_request(frame: bytes) -> pr.SignalRequest:
-    """Decode one binary signal frame."""
+def decode_request(frame: bytes | str) -> pr.SignalRequest:
+    """Decode one signal frame: binary protobuf, or protobuf JSON in a text frame (as the real server accepts)."""
     try:
+        if isinstance(frame, str):
+            return json_format.Parse(frame, pr.SignalRequest())
         return pr.SignalRequest.FromString(frame)
-    except DecodeError as exc:
+    except (DecodeError, json_format.ParseError) as exc:
         raise BadRequest(f"undecodable signal frame: {exc}") from exc
 
 

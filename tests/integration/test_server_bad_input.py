@@ -1,0 +1,148 @@
+"""Bad input from a raw websocket client: each gets what the real server gives, and others keep being served."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
+
+from rtcstack.testing import LoopbackServer
+
+if TYPE_CHECKING:
+    from conftest import Connect
+
+
+def _join_request(**fields: object) -> str:
+    inner = pr.JoinRequest(client_info=pm.ClientInfo(sdk=pm.ClientInfo.PYTHON, protocol=16), **fields)
+    wrapped = pr.WrappedJoinRequest(
+        compression=pr.WrappedJoinRequest.GZIP, join_request=gzip.compress(inner.SerializeToString())
+    )
+    return base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _raw_join(
+    http: aiohttp.ClientSession, server: LoopbackServer, identity: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(
+        f"{server.url}/rtc/v1", params={"join_request": _join_request()}, headers=_headers(server.token(identity))
+    )
+    first = pr.SignalResponse.FromString(await ws.receive_bytes())
+    assert first.WhichOneof("message") == "join"
+    assert first.join.participant.identity == identity
+    return ws
+
+
+async def _ping(ws: aiohttp.ClientWebSocketResponse) -> pr.Pong:
+    await ws.send_bytes(pr.SignalRequest(ping_req=pr.Ping(timestamp=42)).SerializeToString())
+    while True:
+        response = pr.SignalResponse.FromString(await ws.receive_bytes())
+        if response.WhichOneof("message") == "pong_resp":
+            return response.pong_resp
+
+
+async def _status(
+    http: aiohttp.ClientSession,
+    url: str,
+    params: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> int:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await http.ws_connect(url, params=params, headers=headers)
+    return caught.value.status
+
+
+@pytest.mark.parametrize(
+    "join_request", ["!!not base64!!", "AAAA", base64.urlsafe_b64encode(b"\x08\x01\x12\x03abc").decode()]
+)
+async def test_malformed_join_request_is_400(
+    server: LoopbackServer, connect: Connect, http: aiohttp.ClientSession, join_request: str
+) -> None:
+    url = f"{server.url}/rtc/v1"
+    headers = _headers(server.token("mallory"))
+
+    assert await _status(http, url, params={"join_request": join_request}, headers=headers) == 400
+    assert await _status(http, url, headers=headers) == 400
+
+    await connect("alice")
+    assert server.participants("demo") == ["alice"]
+
+
+async def test_bad_tokens_are_401(server: LoopbackServer, http: aiohttp.ClientSession) -> None:
+    url = f"{server.url}/rtc/v1"
+    params = {"join_request": _join_request()}
+    other = LoopbackServer(api_key=server.api_key, api_secret="x" * 40)
+    bad_tokens = [
+        server.token("mallory", ttl=-600),
+        other.token("mallory"),
+        "not.a.jwt",
+    ]
+    for token in bad_tokens:
+        assert await _status(http, url, params=params, headers=_headers(token)) == 401
+    assert await _status(http, url, params=params) == 401
+
+    ws = await _raw_join(http, server, "alice")
+    assert (await _ping(ws)).last_ping_timestamp == 42
+    await ws.close()
+
+
+async def test_plain_get_is_404(server: LoopbackServer, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{server.http_url}/rtc/v1", headers=_headers(server.token("alice"))) as response:
+        assert response.status == 404
+
+
+async def test_garbage_frame_closes_only_that_socket(
+    server: LoopbackServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    alice = await connect("alice")
+    ws = await _raw_join(http, server, "mallory")
+
+    await ws.send_bytes(b"\xff\xff\xff\xff garbage")
+
+    while (msg := await ws.receive()).type == aiohttp.WSMsgType.BINARY:
+        pass
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await ws.close()
+    await alice.room.local_participant.set_metadata("still served")
+    assert server.registry.find("alice").info.metadata == "still served"
+
+
+async def test_unknown_and_text_messages_are_tolerated(server: LoopbackServer, http: aiohttp.ClientSession) -> None:
+    ws = await _raw_join(http, server, "mallory")
+
+    await ws.send_bytes(b"")
+    await ws.send_bytes(b"\xf8\x06\x01")
+    await ws.send_str('{"pingReq": {"timestamp": "7"}}')
+
+    assert (await _ping(ws)).last_ping_timestamp in (7, 42)
+    assert server.participants("default") == ["mallory"]
+    await ws.close()
+
+
+async def test_unknown_resume_is_asked_to_reconnect(server: LoopbackServer, http: aiohttp.ClientSession) -> None:
+    ws = await http.ws_connect(
+        f"{server.url}/rtc/v1",
+        params={"join_request": _join_request(reconnect=True, participant_sid="PA_unknown")},
+        headers=_headers(server.token("mallory")),
+    )
+
+    response = pr.SignalResponse.FromString(await ws.receive_bytes())
+
+    assert response.leave.action == pr.LeaveRequest.RECONNECT
+    assert response.leave.reason == pm.STATE_MISMATCH
+    await ws.close()
