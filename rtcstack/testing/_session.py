@@ -202,6 +202,9 @@ class Session:
                 )
             )
         )
+        # As LiveKit does after a resume: the full roster, so the SDK does not synthesize departures of the
+        # participants it did not hear from while the socket was down.
+        self.send(pr.SignalResponse(update=pr.ParticipantUpdate(participants=self.registry.others(self.participant))))
         logger.debug("%r resumed", self)
         await self._serve(channel)
 
