@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import gzip
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from livekit import api
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
@@ -146,3 +148,149 @@ async def test_unknown_resume_is_asked_to_reconnect(server: LoopbackServer, http
     assert response.leave.action == pr.LeaveRequest.RECONNECT
     assert response.leave.reason == pm.STATE_MISMATCH
     await ws.close()
+
+
+async def test_garbage_text_frame_closes_only_that_socket(
+    server: LoopbackServer, connect: Connect, http: aiohttp.ClientSession
+) -> None:
+    ws = await _raw_join(http, server, "mallory")
+
+    await ws.send_str("not json at all")
+
+    while (msg := await ws.receive()).type == aiohttp.WSMsgType.BINARY:
+        pass
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    await ws.close()
+    alice = await connect("alice")
+    await alice.room.local_participant.set_metadata("still served")
+    assert server.registry.find("alice").info.metadata == "still served"
+
+
+# -- Twirp RoomService -------------------------------------------------------------------------------------------
+
+_TWIRP = "/twirp/livekit.RoomService/"
+_JSON = {"Content-Type": "application/json"}
+_PROTOBUF = {"Content-Type": "application/protobuf"}
+
+
+def _api_token(server: LoopbackServer, ttl: float = 600, secret: str | None = None, **grants: Any) -> str:
+    token = api.AccessToken(server.api_key, secret or server.api_secret).with_grants(api.VideoGrants(**grants))
+    return token.with_ttl(datetime.timedelta(seconds=ttl)).to_jwt()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _assert_still_served(server: LoopbackServer, connect: Connect, http: aiohttp.ClientSession) -> None:
+    """A well-behaved client joins and a well-formed Twirp call answers."""
+    await connect("bob")
+    async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret, session=http) as client:
+        listed = await client.room.list_participants(api.ListParticipantsRequest(room="demo"))
+    assert "bob" in [p.identity for p in listed.participants]
+
+
+_ADMIN = {"room_admin": True, "room": "demo"}
+
+
+@pytest.mark.parametrize(
+    ("http_method", "method", "headers", "body", "status", "code"),
+    [
+        pytest.param("POST", "ListParticipants", _JSON, b"{not json", 400, "malformed", id="bad-json"),
+        pytest.param("POST", "ListParticipants", _JSON, b'["demo"]', 400, "malformed", id="json-not-an-object"),
+        pytest.param("POST", "ListParticipants", _PROTOBUF, b"\xff\xff\xff", 400, "malformed", id="bad-protobuf"),
+        pytest.param(
+            "POST",
+            "GetParticipant",
+            _JSON,
+            b'{"room": "demo", "identity": "nobody"}',
+            404,
+            "not_found",
+            id="unknown-participant",
+        ),
+        pytest.param("POST", "DeleteRoom", _JSON, b'{"room": "nowhere"}', 404, "not_found", id="unknown-room"),
+        pytest.param("POST", "Nope", _JSON, b"{}", 404, "bad_route", id="unknown-method"),
+        pytest.param("GET", "ListParticipants", _JSON, b"", 404, "bad_route", id="not-post"),
+        pytest.param(
+            "POST", "ListParticipants", {"Content-Type": "text/plain"}, b"{}", 404, "bad_route", id="content-type"
+        ),
+        pytest.param("POST", "CreateRoom", _JSON, b'{"name": "demo"}', 501, "unimplemented", id="unimplemented"),
+    ],
+)
+async def test_twirp_bad_requests(
+    server: LoopbackServer,
+    connect: Connect,
+    http: aiohttp.ClientSession,
+    http_method: str,
+    method: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    code: str,
+) -> None:
+    await connect("alice")
+    token = _api_token(server, room_create=True, **_ADMIN)
+
+    async with http.request(
+        http_method, server.http_url + _TWIRP + method, data=body, headers=headers | _bearer(token)
+    ) as response:
+        assert response.status == status
+        assert (await response.json())["code"] == code
+
+    await _assert_still_served(server, connect, http)
+
+
+@pytest.mark.parametrize(
+    ("method", "token"),
+    [
+        pytest.param("ListRooms", lambda s: _api_token(s, **_ADMIN), id="list-rooms-without-room-list"),
+        pytest.param("DeleteRoom", lambda s: _api_token(s, **_ADMIN), id="delete-room-without-room-create"),
+        pytest.param("ListParticipants", lambda s: _api_token(s, room_admin=True, room="other"), id="other-room"),
+        pytest.param("RemoveParticipant", lambda s: s.token("mallory", room="demo"), id="participant-token"),
+        pytest.param("UpdateParticipant", lambda s: _api_token(s, room_list=True, room_create=True), id="no-admin"),
+        pytest.param("SendData", lambda s: None, id="no-token"),
+    ],
+)
+async def test_twirp_wrong_grants_are_unauthenticated(
+    server: LoopbackServer,
+    connect: Connect,
+    http: aiohttp.ClientSession,
+    method: str,
+    token: Callable[[LoopbackServer], str | None],
+) -> None:
+    await connect("alice")
+    minted = token(server)
+    headers = _JSON | (_bearer(minted) if minted is not None else {})
+    body = b'{"room": "demo", "identity": "alice", "metadata": "hacked"}'
+
+    async with http.post(server.http_url + _TWIRP + method, data=body, headers=headers) as response:
+        assert response.status == 401
+        assert await response.json() == {"code": "unauthenticated", "msg": "permissions denied"}
+
+    assert server.participants("demo") == ["alice"]
+    assert server.registry.find("alice").info.metadata == ""
+    await _assert_still_served(server, connect, http)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(lambda s: f"Bearer {_api_token(s, ttl=-600, room_list=True)}", id="expired"),
+        pytest.param(lambda s: f"Bearer {_api_token(s, secret='w' * 40, room_list=True)}", id="wrongly-signed"),
+        pytest.param(lambda s: "Bearer not.a.jwt", id="not-a-jwt"),
+        pytest.param(lambda s: f"Basic {_api_token(s, room_list=True)}", id="not-bearer"),
+    ],
+)
+async def test_twirp_bad_tokens_are_refused_before_routing(
+    server: LoopbackServer,
+    connect: Connect,
+    http: aiohttp.ClientSession,
+    authorization: Callable[[LoopbackServer], str],
+) -> None:
+    headers = _JSON | {"Authorization": authorization(server)}
+
+    async with http.post(server.http_url + _TWIRP + "Nope", data=b"{}", headers=headers) as response:
+        assert response.status == 401
+        assert response.content_type == "text/plain"
+
+    await _assert_still_served(server, connect, http)
