@@ -284,6 +284,7 @@ class Call(EventEmitter):
             self._run(self._roster.release(self._current_participants()))
         elif name == "connected":
             self._refresh_local()
+            self._roster.seed(self._current_participants())
             if self._connect_waiter is not None and not self._connect_waiter.done():
                 self._connect_waiter.set_result(None)
         elif name == "disconnected":
@@ -310,10 +311,13 @@ class Call(EventEmitter):
 
     # -- rooms -------------------------------------------------------------------------------------------------
 
-    def _room_options(self) -> rtc.RoomOptions:
+    def _room_options(self, budget: float) -> rtc.RoomOptions:
+        # The SDK's own per-attempt timeout is bounded by ours, so a Room left connecting after our deadline
+        # finishes (and is closed) soon after it.
         return rtc.RoomOptions(
             auto_subscribe=self._options.auto_subscribe,
             single_peer_connection=self._options.single_peer_connection,
+            connect_timeout=budget,
         )
 
     async def _open_room(self, token: str, budget: float) -> None:
@@ -321,7 +325,7 @@ class Call(EventEmitter):
         room = self._room_factory()
         self._room = self._last_room = room
         self._attach(room)
-        task = self._room_connect = asyncio.ensure_future(room.connect(self._url, token, self._room_options()))
+        task = self._room_connect = asyncio.ensure_future(room.connect(self._url, token, self._room_options(budget)))
         try:
             await asyncio.wait_for(asyncio.shield(task), budget)
         except BaseException:
@@ -433,7 +437,13 @@ class Call(EventEmitter):
         self._run(self._roster.join(self._snapshot(participant, is_local=False)))
 
     def _on_participant_disconnected(self, participant: Any) -> None:
-        self._run(self._roster.leave(participant.identity))
+        # A full restart makes the SDK report everyone as gone just before RECONNECTING, in the same loop iteration
+        # (measured with livekit 1.2.1), so a leave is applied one iteration later, unless a reconnect began.
+        asyncio.get_running_loop().call_soon(self._apply_leave, participant.identity, self._room)
+
+    def _apply_leave(self, identity: str, room: RoomLike | None) -> None:
+        if room is self._room and room is not None and identity not in room.remote_participants:
+            self._run(self._roster.leave(identity))
 
     def _on_participant_changed(self, participant: Any, *_: Any) -> None:
         snap = self._snapshot(participant, is_local=False)

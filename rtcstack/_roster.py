@@ -49,6 +49,11 @@ class Roster:
         """The snapshot of `identity`, or None."""
         return self._by_identity.get(identity)
 
+    def seed(self, participants: Iterable[Participant]) -> None:
+        """Start from the participants already in the room at connect (no events: they did not just join)."""
+        self._by_identity = {p.identity: p for p in participants}
+        self._held = False
+
     def join(self, participant: Participant) -> list[Emit]:
         """A participant joined (or was announced again)."""
         if self._held:

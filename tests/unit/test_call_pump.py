@@ -268,6 +268,7 @@ async def test_roster_quality_tracks_and_data() -> None:
     assert call.participants[0].tracks[0].muted
     del room.remote_participants["bob"]
     room.emit("participant_disconnected", bob)
+    await settle()
     await call.disconnect()
     summary = [(e[0], getattr(e[1], "identity", e[1]), *e[2:3]) for e in seen]
     assert [s[:2] for s in summary] == [
@@ -294,10 +295,13 @@ async def test_sdk_resume_is_reconnecting_one_and_holds_the_roster() -> None:
     room = rooms.made[0]
     ann = room.add("ann")
     room.emit("participant_connected", ann)
+    # a full restart reports everyone gone just before RECONNECTING, then re-announces them; cid joins for real
+    del room.remote_participants["ann"]
+    room.emit("participant_disconnected", ann)
     room.emit("connection_state_changed", RECONNECTING)
     assert call.reconnect_attempt == 1
-    # a full restart re-announces everyone: ann leaves and comes back; cid joins for real
-    room.emit("participant_disconnected", ann)
+    await settle()
+    room.remote_participants["ann"] = ann
     room.emit("participant_connected", ann)
     room.emit("participant_connected", room.add("cid"))
     room.emit("connection_state_changed", CONNECTED)
@@ -435,3 +439,31 @@ def test_classifier() -> None:
     assert classify("Forbidden", token_expired=False) == ("auth_rejected", False)
     assert classify("503 Service Unavailable", token_expired=False) == ("join_failure", True)
     assert classify("connection refused", token_expired=False) == ("join_failure", True)
+
+
+async def test_participants_present_at_connect_are_seeded_without_events() -> None:
+    async def crowd(room: FakeRoom) -> None:
+        room.add("ann")
+        room.add("bob")
+
+    call = make_call(Rooms(crowd))
+    seen = record(call, "participant_joined")
+    await call.connect()
+    assert [p.identity for p in call.participants] == ["ann", "bob"] and seen == []
+    await call.disconnect()
+    assert call.participants == []
+
+
+async def test_a_real_leave_is_applied_one_iteration_later() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    await call.connect()
+    room = rooms.made[0]
+    bob = room.add("bob")
+    room.emit("participant_connected", bob)
+    del room.remote_participants["bob"]
+    room.emit("participant_disconnected", bob)
+    assert [p.identity for p in call.participants] == ["bob"]
+    await settle()
+    assert call.participants == []
+    await call.disconnect()

@@ -112,3 +112,10 @@ def test_clear_forgets_everyone_and_unholds() -> None:
     roster.hold()
     roster.clear()
     assert roster.snapshot() == [] and not roster.held
+
+
+def test_seed_takes_the_room_as_it_is_without_events() -> None:
+    roster = Roster()
+    roster.hold()
+    roster.seed([person("ann"), person("bob")])
+    assert [p.identity for p in roster.snapshot()] == ["ann", "bob"] and not roster.held

@@ -1,0 +1,332 @@
+"""The Call facade with the real livekit SDK against LoopbackServer: states, roster, quality, reasons, handlers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from livekit import rtc
+
+from rtcstack import (
+    Call,
+    CallEvent,
+    CallOptions,
+    ConnectError,
+    ConnectTimeoutError,
+    InvalidStateError,
+    create_call,
+)
+from rtcstack.testing import LoopbackServer
+
+WAIT = 15.0
+
+CallFactory = Callable[..., Call]
+
+
+@pytest.fixture
+async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+    """``make_call("alice", room="demo", **create_call_kwargs)``; every call is disconnected at teardown."""
+    calls: list[Call] = []
+
+    def factory(identity: str, room: str = "demo", *, ttl: float = 600, **kw: Any) -> Call:
+        call = create_call(server.url, server.token(identity, room=room, ttl=ttl), **kw)
+        calls.append(call)
+        return call
+
+    yield factory
+    await asyncio.gather(*(c.disconnect() for c in calls))
+
+
+def recorder(call: Call) -> list[CallEvent]:
+    """Every event of `call`, in order, as CallEvents (pull style, drained by a task)."""
+    seen: list[CallEvent] = []
+    stream = call.events()
+
+    async def drain() -> None:
+        async for event in stream:
+            seen.append(event)
+
+    task = asyncio.ensure_future(drain())
+    seen_task.add(task)
+    task.add_done_callback(seen_task.discard)
+    return seen
+
+
+seen_task: set[asyncio.Future[None]] = set()
+
+
+def expect(call: Call, name: Any) -> asyncio.Future[CallEvent]:
+    """Start waiting for the next `name` event now, before the action that causes it."""
+    return asyncio.ensure_future(call.wait_for(name, timeout=WAIT))
+
+
+def names(events: list[CallEvent], *only: str) -> list[str]:
+    return [e.name for e in events if not only or e.name in only]
+
+
+async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110  (server-side state has no event to wait on)
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_connect_and_disconnect(server: LoopbackServer, make_call: CallFactory) -> None:
+    call = make_call("alice")
+    states: list[tuple[str, str]] = []
+    call.on("state_changed", lambda new, old: states.append((old, new)))
+    assert call.connection_state == "idle"
+    await call.connect()
+    assert call.connection_state == "connected"
+    assert call.local_participant is not None and call.local_participant.identity == "alice"
+    assert call.local_participant.is_local and call.participants == []
+    assert server.participants("demo") == ["alice"]
+    assert isinstance(call.room, rtc.Room)
+    await call.disconnect()
+    assert states == [("idle", "connecting"), ("connecting", "connected"), ("connected", "disconnected")]
+    assert call.disconnect_reason == "client_initiated"
+    await until(lambda: server.participants("demo") == [])
+
+
+async def test_async_with(server: LoopbackServer) -> None:
+    async with create_call(server.url, server.token("alice", room="demo")) as call:
+        assert call.connection_state == "connected"
+    assert call.connection_state == "disconnected"
+
+
+async def test_roster_join_update_leave(server: LoopbackServer, make_call: CallFactory) -> None:
+    alice = make_call("alice")
+    await alice.connect()
+    events = recorder(alice)
+    bob = make_call("bob")
+    joining = expect(alice, "participant_joined")
+    await bob.connect()
+    joined = await joining
+    assert joined.participant is not None and joined.participant.identity == "bob"
+    assert [p.identity for p in alice.participants] == ["bob"]
+    assert [p.identity for p in bob.participants] == ["alice"]
+    await bob.room.local_participant.set_metadata("hello")
+    await until(lambda: alice.participants[0].metadata == "hello")
+    await server.add_participant("demo", "agent", name="Agent", kind="agent")
+    await until(lambda: [p.identity for p in alice.participants] == ["bob", "agent"])
+    assert alice.participants[1].kind == "agent" and alice.participants[1].name == "Agent"
+    leaving = expect(alice, "participant_left")
+    await bob.disconnect()
+    left = await leaving
+    assert left.participant is not None and left.participant.identity == "bob"
+    assert [p.identity for p in alice.participants] == ["agent"]
+    assert ("participant_updated", "bob") in [
+        (e.name, e.participant.identity) for e in events if e.participant is not None
+    ]
+
+
+async def test_quality_local_and_remote(server: LoopbackServer, make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    await until(lambda: len(alice.participants) == 1)
+    assert alice.participants[0].connection_quality == "unknown"
+    seen: list[tuple[str, str]] = []
+    alice.on("connection_quality_changed", lambda p, q: seen.append((p.identity, q)))
+    await server.set_connection_quality("alice", "poor")
+    await server.set_connection_quality("bob", "excellent")
+    await until(lambda: len(seen) >= 2)
+    assert ("alice", "poor") in seen and ("bob", "excellent") in seen
+    assert alice.local_participant is not None and alice.local_participant.connection_quality == "poor"
+    assert alice.participants[0].connection_quality == "excellent"
+
+
+TERMINAL = [
+    "participant_removed",
+    "room_deleted",
+    "room_closed",
+    "duplicate_identity",
+    "user_unavailable",
+    "user_rejected",
+    "sip_trunk_failure",
+    "agent_error",
+]
+
+
+@pytest.mark.parametrize("reason", TERMINAL)
+async def test_server_leave_reason_is_our_string(server: LoopbackServer, make_call: CallFactory, reason: str) -> None:
+    call = make_call("alice")
+    await call.connect()
+    ending = expect(call, "disconnected")
+    await server.leave("alice", reason=reason)
+    ended = await ending
+    assert ended.reason == reason
+    assert call.connection_state == "disconnected" and call.disconnect_reason == reason
+
+
+async def test_delete_room(server: LoopbackServer, make_call: CallFactory) -> None:
+    call = make_call("alice")
+    await call.connect()
+    ending = expect(call, "disconnected")
+    await server.delete_room("demo")
+    ended = await ending
+    assert ended.reason == "room_deleted"
+
+
+async def test_resume_after_signal_drop_keeps_the_roster(server: LoopbackServer, make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    await until(lambda: len(alice.participants) == 1)
+    events = recorder(alice)
+    reconnecting, reconnected = expect(alice, "reconnecting"), expect(alice, "reconnected")
+    await server.drop_signal("alice")
+    first = await reconnecting
+    assert first.attempt == 1
+    await reconnected
+    assert alice.connection_state == "connected" and alice.reconnect_attempt == 0
+    assert [p.identity for p in alice.participants] == ["bob"]
+    assert names(events, "participant_joined", "participant_left") == []
+
+
+async def test_full_restart_has_no_roster_churn(server: LoopbackServer, make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    await until(lambda: len(alice.participants) == 1)
+    events = recorder(alice)
+    reconnected = expect(alice, "reconnected")
+    await server.leave("alice", reason="unknown", action="reconnect")
+    await reconnected
+    await asyncio.sleep(0.5)  # let any late re-announcement arrive: it must not show as churn
+    assert names(events, "reconnecting", "reconnected") == ["reconnecting", "reconnected"]
+    assert names(events, "participant_joined", "participant_left") == []
+    assert [p.identity for p in alice.participants] == ["bob"]
+
+
+async def test_duplicate_identity(server: LoopbackServer, make_call: CallFactory) -> None:
+    first = make_call("alice")
+    await first.connect()
+    second = make_call("alice")
+    ending = expect(first, "disconnected")
+    await second.connect()
+    ended = await ending
+    assert ended.reason == "duplicate_identity"
+    assert second.connection_state == "connected"
+
+
+async def test_connect_twice_is_an_error(make_call: CallFactory) -> None:
+    call = make_call("alice")
+    await call.connect()
+    with pytest.raises(InvalidStateError):
+        await call.connect()
+    assert call.connection_state == "connected"
+
+
+async def test_timed_out_connect_closes_the_room(server: LoopbackServer) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accept and never answer: the signal upgrade hangs
+        writer.close()
+
+    black_hole = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = black_hole.sockets[0].getsockname()[1]
+    call = create_call(f"ws://127.0.0.1:{port}", server.token("alice", room="demo"))
+    try:
+        with pytest.raises(ConnectTimeoutError):
+            await call.connect(timeout=0.5)
+        assert call.connection_state == "disconnected" and call.disconnect_reason == "connect_timeout"
+        await call.disconnect()
+        assert not call.room.isconnected()
+    finally:
+        black_hole.close()
+        await black_hole.wait_closed()
+
+
+async def test_cancelled_connect_closes_the_room(server: LoopbackServer, make_call: CallFactory) -> None:
+    call = make_call("alice")
+    task = asyncio.ensure_future(call.connect())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert call.disconnect_reason == "cancelled"
+    await call.disconnect()
+    await until(lambda: server.participants("demo") == [])
+    assert not call.room.isconnected()
+
+
+async def test_disconnect_while_connecting(server: LoopbackServer, make_call: CallFactory) -> None:
+    call = make_call("alice")
+    task = asyncio.ensure_future(call.connect())
+    await asyncio.sleep(0.01)
+    await call.disconnect()
+    with pytest.raises(ConnectError) as info:
+        await task
+    assert info.value.reason == "client_initiated"
+    assert call.disconnect_reason == "client_initiated"
+    await until(lambda: server.participants("demo") == [])
+
+
+async def test_bad_token_is_auth_rejected(server: LoopbackServer) -> None:
+    other = LoopbackServer(api_secret="not-the-same-secret-at-all-0123456789")
+    token = other.token("alice", room="demo")
+    call = create_call(server.url, token)
+    with pytest.raises(ConnectError) as info:
+        await call.connect()
+    assert info.value.reason == "auth_rejected" and call.disconnect_reason == "auth_rejected"
+    assert token not in str(info.value)
+    await call.disconnect()
+
+
+async def test_raising_and_async_handlers(
+    server: LoopbackServer, make_call: CallFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    call = make_call("alice")
+    order: list[str] = []
+    done = asyncio.Event()
+
+    def bad() -> None:
+        raise RuntimeError("handler bug")
+
+    async def slow() -> None:
+        await asyncio.sleep(0.05)
+        order.append("async")
+        done.set()
+
+    call.on("connected", bad)
+    call.on("connected", slow)
+    call.on("connected", lambda: order.append("sync"))
+    await call.connect()
+    await asyncio.wait_for(done.wait(), WAIT)
+    assert order == ["sync", "async"]
+    assert call.connection_state == "connected"
+    assert any(r.name == "rtcstack" and r.exc_info and "handler bug" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_server_token_refresh_is_adopted(server: LoopbackServer, make_call: CallFactory) -> None:
+    call = make_call("alice", ttl=120)
+    before = call.token_expires_at
+    await call.connect()
+    refreshing = expect(call, "token_refreshed")
+    pushed = await server.refresh_token("alice", ttl=900)
+    refreshed = await refreshing
+    assert refreshed.expires_at is not None and refreshed.expires_at > before
+    assert call.token_expires_at == refreshed.expires_at
+    assert pushed not in repr(call)
+
+
+async def test_data_and_tracks_from_a_remote(server: LoopbackServer, make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    await until(lambda: len(alice.participants) == 1)
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    published = expect(alice, "track_published")
+    await bob.room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    event = await published
+    assert event.participant is not None and event.participant.identity == "bob"
+    assert event.track is not None and event.track.kind == "audio" and event.track.source == "microphone"
+    await until(lambda: len(alice.participants[0].tracks) == 1)
+    options = CallOptions()
+    assert options.auto_subscribe
