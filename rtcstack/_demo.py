@@ -41,7 +41,17 @@ from ._view import LineView, LiveView, StepStatus, StoryStep, View, format_left,
 if TYPE_CHECKING:
     from .testing import LoopbackServer
 
-__all__ = ["NETNS_ADDRESS", "STEPS", "Recorder", "reexec_in_netns", "run_demo"]
+__all__ = [
+    "NETNS_ADDRESS",
+    "STEPS",
+    "Recorder",
+    "Step",
+    "StepFailed",
+    "matches",
+    "print_summary",
+    "reexec_in_netns",
+    "run_demo",
+]
 
 ROOM = "demo"
 ME = "alice"
@@ -105,7 +115,7 @@ class Recorder:
         return sum(1 for event in self.events[since:] if predicate(event))
 
 
-def _is(name: str, identity: str | None = None, **args: object) -> Callable[[CallEvent], bool]:
+def matches(name: str, identity: str | None = None, **args: object) -> Callable[[CallEvent], bool]:
     """A predicate: an event called ``name`` (about ``identity``, if given) whose accessors equal ``args``."""
 
     def check(event: CallEvent) -> bool:
@@ -202,7 +212,7 @@ async def _step_a(story: Story) -> str:
         await server.set_connection_quality(AGENT, quality)
         for who in (ME, AGENT):
             await recorder.wait(
-                f"{quality} quality for {who}", _is("connection_quality_changed", who, quality=quality), since=since
+                f"{quality} quality for {who}", matches("connection_quality_changed", who, quality=quality), since=since
             )
     return "excellent -> poor -> good, for you and the agent"
 
@@ -211,10 +221,10 @@ async def _step_b(story: Story) -> str:
     server, recorder = story.server, story.recorder
     since = recorder.mark()
     await server.add_participant(ROOM, GUEST, name="Bob")
-    await recorder.wait(f"participant_joined for {GUEST}", _is("participant_joined", GUEST), since=since)
+    await recorder.wait(f"participant_joined for {GUEST}", matches("participant_joined", GUEST), since=since)
     since = recorder.mark()
     await server.remove_participant(ROOM, GUEST)
-    await recorder.wait(f"participant_left for {GUEST}", _is("participant_left", GUEST), since=since)
+    await recorder.wait(f"participant_left for {GUEST}", matches("participant_left", GUEST), since=since)
     return f"{GUEST} joined and left"
 
 
@@ -223,8 +233,8 @@ async def _step_c(story: Story) -> str:
     since = recorder.mark()
     started = time.monotonic()
     await server.drop_signal(ME)
-    await recorder.wait("reconnecting (attempt 1)", _is("reconnecting", attempt=1), since=since)
-    await recorder.wait("reconnected", _is("reconnected"), since=since)
+    await recorder.wait("reconnecting (attempt 1)", matches("reconnecting", attempt=1), since=since)
+    await recorder.wait("reconnected", matches("reconnected"), since=since)
     took = time.monotonic() - started
     left = [e.participant.identity for e in recorder.events[since:] if e.name == "participant_left" and e.participant]
     if left or AGENT not in {p.identity for p in call.participants}:
@@ -235,8 +245,8 @@ async def _step_c(story: Story) -> str:
 async def _step_d(story: Story) -> str:
     server, recorder, call = story.server, story.recorder, story.call
     expiring_in = (story.first_expiry - _utcnow()).total_seconds()
-    await recorder.wait("token_expired", _is("token_expired"), timeout=max(0.0, expiring_in) + STEP_TIMEOUT)
-    await recorder.wait("token_refreshed", _is("token_refreshed"))
+    await recorder.wait("token_expired", matches("token_expired"), timeout=max(0.0, expiring_in) + STEP_TIMEOUT)
+    await recorder.wait("token_refreshed", matches("token_refreshed"))
     if call.token_expires_at <= story.first_expiry:
         raise StepFailed("the refreshed token does not expire later than the first one")
     wait = (story.first_expiry - _utcnow()).total_seconds() + 0.5
@@ -245,19 +255,20 @@ async def _step_d(story: Story) -> str:
         await asyncio.sleep(wait)
     since = recorder.mark()
     await server.leave(ME, reason="server_shutdown")
-    event = await recorder.wait("reconnecting", _is("reconnecting"), since=since)
-    await recorder.wait("reconnected", _is("reconnected"), since=since)
+    event = await recorder.wait("reconnecting", matches("reconnecting"), since=since)
+    await recorder.wait("reconnected", matches("reconnected"), since=since)
     if call.token_expires_at <= _utcnow():
         raise StepFailed("the call rejoined but holds an expired token")
     left = format_left((call.token_expires_at - _utcnow()).total_seconds())
-    return f"refreshed {len(story.refreshes)}x; rejoined (attempt {event.attempt}) with a token good for {left}"
+    refreshed = "once" if len(story.refreshes) == 1 else f"{len(story.refreshes)} times"
+    return f"refreshed {refreshed}; rejoined (attempt {event.attempt}) with {left} left on the token"
 
 
 async def _step_e(story: Story) -> str:
     server, recorder = story.server, story.recorder
     since = recorder.mark()
     await server.delete_room(ROOM)
-    await recorder.wait("disconnected (room_deleted)", _is("disconnected", reason="room_deleted"), since=since)
+    await recorder.wait("disconnected (room_deleted)", matches("disconnected", reason="room_deleted"), since=since)
     return "the call ended with room_deleted"
 
 
@@ -285,7 +296,7 @@ async def _play(story: Story) -> None:
     since = recorder.mark()
     await server.add_participant(ROOM, AGENT, name="Agent", kind="agent")
     try:
-        await recorder.wait(f"participant_joined for {AGENT}", _is("participant_joined", AGENT), since=since)
+        await recorder.wait(f"participant_joined for {AGENT}", matches("participant_joined", AGENT), since=since)
     except StepFailed as exc:
         raise CliError(f"the demo could not start: {exc}") from None
     for step in story.steps:
@@ -294,7 +305,7 @@ async def _play(story: Story) -> None:
             continue
         step.status = "running"
         story.show_steps()
-        view.note(f"== {step.title}")
+        view.step(f"== {step.title}")
         started = time.monotonic()
         try:
             step.detail = await _STEP_RUNNERS[step.key](story)
@@ -302,7 +313,7 @@ async def _play(story: Story) -> None:
         except StepFailed as exc:
             step.status, step.detail = "failed", str(exc)
         step.seconds = time.monotonic() - started
-        view.note(f"{'ok' if step.status == 'ok' else 'FAILED'} {step.title}: {step.detail}")
+        view.step(f"{'ok' if step.status == 'ok' else 'FAILED'} {step.title}: {step.detail}")
         story.show_steps()
 
 
@@ -376,10 +387,10 @@ async def _demo(args: argparse.Namespace) -> int:
     if interrupted:
         print("rtcstack: demo interrupted", file=sys.stderr)
         return 130
-    return _summary(story.steps, time.monotonic() - started)
+    return print_summary(story.steps, time.monotonic() - started)
 
 
-def _summary(steps: Sequence[Step], seconds: float) -> int:
+def print_summary(steps: Sequence[Step], seconds: float) -> int:
     """Print the outcome of every step; 0 if all passed, else 1 with a line naming the failed steps."""
     width = max(len(step.title) for step in steps)
     print("summary", flush=True)

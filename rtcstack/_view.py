@@ -242,7 +242,7 @@ def _participant_line(participant: Participant, width: int) -> PanelLine:
     quality = participant.connection_quality
     return [
         (f"  {name:<{width}}  ", _BOLD if participant.is_local else ""),
-        (f"{participant.kind:<9}", _DIM),
+        (f"{participant.kind:<10}", _DIM),
         (quality, _QUALITY_STYLE[quality]),
     ]
 
@@ -277,9 +277,11 @@ def panel_lines(
     bottom: list[PanelLine] = []
     if story:
         bottom.append([("story", _DIM)])
+        label_width = max(len(step.label) for step in story)
         for step in story:
-            detail = [(f"  {step.detail}", _DIM)] if step.detail else []
-            bottom.append([("  ", ""), _STEP_MARK[step.status], (step.label, ""), *detail])
+            mark = _STEP_MARK[step.status]
+            detail = (step.detail, _RED if step.status == "failed" else _DIM)
+            bottom.append([("  ", ""), mark, (f"{step.label:<{label_width}}  ", ""), detail])
     if log:
         bottom.append([("events", _DIM)])
         bottom += [[(f"  {stamp}  ", _DIM), (text, "")] for stamp, text in log]
@@ -328,7 +330,11 @@ class View:
         """Show a line of narration (the demo's steps, a note of the command)."""
 
     def set_story(self, steps: Sequence[StoryStep]) -> None:
-        """Show the demo's steps and their status (only the live view lists them)."""
+        """Show the demo's steps and their status (the live view lists them in a section of their own)."""
+
+    def step(self, text: str) -> None:
+        """Narrate the story's progress: a note, except in the live view, whose story section shows it."""
+        self.note(text)
 
     def refresh(self) -> None:
         """Redraw what changes with time (the token's time left); called about once a second."""
@@ -413,6 +419,9 @@ class LiveView(_Stamped):
 
     def set_story(self, steps: Sequence[StoryStep]) -> None:
         self._story = list(steps)
+        self._draw()
+
+    def step(self, text: str) -> None:
         self._draw()
 
     def refresh(self) -> None:
