@@ -108,6 +108,8 @@ class Session:
         self._departure: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._drop_on_resume: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -190,6 +192,9 @@ class Session:
         if self._channel is not None:
             self._channel.abort()
         channel = self._attach(ws, request)
+        drop, self._drop_on_resume = self._drop_on_resume, None
+        if drop == "disconnect_signal_on_resume_no_messages":
+            channel.abort()
         self.send(
             pr.SignalResponse(
                 reconnect=pr.ReconnectResponse(
@@ -205,6 +210,8 @@ class Session:
         # As LiveKit does after a resume: the full roster, so the SDK does not synthesize departures of the
         # participants it did not hear from while the socket was down.
         self.send(pr.SignalResponse(update=pr.ParticipantUpdate(participants=self.registry.others(self.participant))))
+        if drop == "disconnect_signal_on_resume":
+            channel.finish()
         logger.debug("%r resumed", self)
         await self._serve(channel)
 
@@ -273,11 +280,36 @@ class Session:
             logger.debug("%r left", self)
             self.registry.remove(self.participant, pm.CLIENT_INITIATED)
             self.close(None)
+        elif kind == "simulate":
+            self._simulate(request.simulate)
         elif kind in ("store_data_blob_request", "get_data_blob_request"):
             request_id = getattr(request, kind).request_id
             self._respond(request_id, pr.RequestResponse.UNSUPPORTED_TYPE, "not supported by the loopback server")
         else:
             logger.debug("%r: ignored %s", self, kind)
+
+    def _simulate(self, scenario: pr.SimulateScenario) -> None:
+        """The server's part of ``Room.simulate_scenario``, as LiveKit plays it."""
+        which = scenario.WhichOneof("scenario")
+        logger.debug("%r: simulating %s", self, which)
+        if which == "speaker_update":
+            self._speak(True)
+            self._timers.append(asyncio.get_running_loop().call_later(scenario.speaker_update, self._speak, False))
+        elif which in ("node_failure", "migration"):
+            self.drop_signal()
+        elif which == "server_leave":
+            leave = pr.LeaveRequest(reason=pm.SERVER_SHUTDOWN, action=pr.LeaveRequest.DISCONNECT)
+            self.registry.kick(self.participant, leave)
+        elif which in ("disconnect_signal_on_resume", "disconnect_signal_on_resume_no_messages"):
+            self._drop_on_resume = which
+        elif which == "leave_request_full_reconnect":
+            leave = pr.LeaveRequest(reason=pm.UNKNOWN_REASON, action=pr.LeaveRequest.RECONNECT, can_reconnect=True)
+            self.registry.kick(self.participant, leave)
+
+    def _speak(self, active: bool) -> None:
+        speaker = pm.SpeakerInfo(sid=self.participant.sid, level=0.9 if active else 0.0, active=active)
+        message = pr.SignalResponse(speakers_changed=pr.SpeakersChanged(speakers=[speaker]))
+        self.registry.broadcast(self.participant.room, message)
 
     def _respond(self, request_id: int, reason: pr.RequestResponse.Reason, message: str = "") -> None:
         self.send(
@@ -369,6 +401,8 @@ class Session:
         self.close(None)
 
     async def _shutdown(self, channel: _Channel | None) -> None:
+        for timer in self._timers:
+            timer.cancel()
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -32,6 +32,7 @@ _EVENTS = (
     "track_published",
     "track_muted",
     "track_unmuted",
+    "active_speakers_changed",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import pytest
@@ -199,3 +200,55 @@ async def test_paused_pings_make_the_client_resume(server: LoopbackServer, conne
     server.pause_pings("alice", False)
 
     await alice.wait_for("reconnected")
+
+
+async def test_simulated_speaker_update(connect: Connect) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+
+    await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_SPEAKER)
+
+    await bob.wait_for("active_speakers_changed", lambda speakers: [p.identity for p in speakers] == ["alice"])
+
+
+async def test_simulated_server_leave_disconnects(connect: Connect) -> None:
+    alice = await connect("alice")
+
+    await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_SERVER_LEAVE)
+
+    assert await alice.wait_for("disconnected") == (rtc.DisconnectReason.SERVER_SHUTDOWN,)
+
+
+async def test_simulated_node_failure_resumes(server: LoopbackServer, connect: Connect) -> None:
+    alice = await connect("alice")
+    sid = alice.room.local_participant.sid
+
+    await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_NODE_FAILURE)
+
+    await alice.wait_for("reconnected")
+    assert server.registry.find("alice").sid == sid
+
+
+async def test_simulated_signal_drop_on_resume_recovers(server: LoopbackServer, connect: Connect) -> None:
+    alice = await connect("alice")
+
+    await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_DISCONNECT_SIGNAL_ON_RESUME)
+
+    await alice.wait_for("reconnected")
+    assert server.participants("demo") == ["alice"]
+
+
+async def test_close_disconnects_clients_and_leaves_no_tasks(connect: Connect) -> None:
+    server = LoopbackServer()
+    await server.start()
+    url, token = server.url, server.token("alice", room="demo")
+    room = rtc.Room()
+    await room.connect(url, token, rtc.RoomOptions(single_peer_connection=False))
+    before = asyncio.all_tasks()
+
+    await server.close()
+
+    assert server.rooms() == []
+    await asyncio.sleep(0)
+    assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
+    await room.disconnect()
