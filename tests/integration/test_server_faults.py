@@ -252,3 +252,14 @@ async def test_close_disconnects_clients_and_leaves_no_tasks(connect: Connect) -
     await asyncio.sleep(0)
     assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
     await room.disconnect()
+
+
+@pytest.mark.parametrize("server", [{"token_refresh": False}], indirect=True)
+async def test_token_refresh_can_be_disabled(server: LoopbackServer, connect: Connect) -> None:
+    alice = await connect("alice")
+
+    await server.refresh_token("alice")
+    await server.set_connection_quality("alice", "good")
+
+    await alice.wait_for("connection_quality_changed")
+    assert alice.count("token_refreshed") == 1
