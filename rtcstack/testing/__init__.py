@@ -1,5 +1,22 @@
-"""rtcstack.testing: a LiveKit-protocol server on loopback, with fault injection, for tests."""
+"""rtcstack.testing: a LiveKit-protocol server on loopback, with fault injection, for tests.
 
-from ._server import LoopbackServer
+`LoopbackServer` is imported on first use, so that the pytest plugin (loaded in every pytest run once rtcstack is
+installed) imports no aiortc until a test asks for the server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._server import LoopbackServer
 
 __all__ = ["LoopbackServer"]
+
+
+def __getattr__(name: str) -> object:
+    if name == "LoopbackServer":
+        from ._server import LoopbackServer
+
+        return LoopbackServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
