@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 import pytest
@@ -15,7 +16,10 @@ if TYPE_CHECKING:
     from conftest import Connect
 
 
-async def test_drop_signal_resumes(server: LoopbackServer, connect: Connect) -> None:
+async def test_drop_signal_resumes_with_a_real_ice_restart(
+    server: LoopbackServer, connect: Connect, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rtcstack.testing")
     alice = await connect("alice")
     sid = alice.room.local_participant.sid
 
@@ -25,6 +29,7 @@ async def test_drop_signal_resumes(server: LoopbackServer, connect: Connect) -> 
     await alice.wait_for("reconnected")
     assert alice.room.local_participant.sid == sid
     assert server.participants("demo") == ["alice"]
+    assert "alice/publisher: ICE restart, adopting the new remote credentials" in caplog.messages
 
 
 async def test_leave_with_resume_action_resumes(server: LoopbackServer, connect: Connect) -> None:
