@@ -111,7 +111,8 @@ def test_subscribed_follows_the_remote_publication() -> None:
     assert track_info_from_sdk(pub).subscribed is True
 
 
-def test_local_publication_reads_as_subscribed() -> None:
+async def test_local_publication_reads_as_subscribed() -> None:
+    """Async only because the SDK's LocalTrackPublication makes a Future on the running loop."""
     info = track_pb2.TrackPublicationInfo(
         sid="TR_l", name="mic", kind=track_pb2.KIND_AUDIO, source=track_pb2.SOURCE_MICROPHONE
     )

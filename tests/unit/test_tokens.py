@@ -433,7 +433,6 @@ async def test_slow_server_times_out(token_server: TokenServer) -> None:
     with pytest.raises(TokenRefreshError, match=r"timed out after 0\.05 s") as info:
         await refresh()
     assert info.value.status is None
-    assert len(token_server.seen) == 1
 
 
 @pytest.mark.parametrize(
