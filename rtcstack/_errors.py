@@ -59,9 +59,7 @@ class TokenError(RtcstackError):
 class TokenRefreshError(TokenError):
     """Getting a fresh token failed; ``status`` is the HTTP status of an HTTP refresher's error answer."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, reason: DisconnectReason | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, reason: DisconnectReason | None = None) -> None:
         super().__init__(message, reason=reason)
         self.status = status
 

@@ -134,6 +134,4 @@ def test_event_args_follow_design() -> None:
     assert v.EVENT_ARGS["state_changed"] == ("state", "previous")
     assert v.EVENT_ARGS["data_received"] == ("data", "participant", "topic")
     assert v.EVENT_ARGS["connection_quality_changed"] == ("participant", "quality")
-    assert all(
-        v.EVENT_ARGS[name] == ("participant", "track") for name in v.EVENT_NAMES if name.startswith("track_")
-    )
+    assert all(v.EVENT_ARGS[name] == ("participant", "track") for name in v.EVENT_NAMES if name.startswith("track_"))
