@@ -381,7 +381,11 @@ class EventEmitter:
     # -- emission -------------------------------------------------------------------------------------------
 
     def _emit(self, name: EventName, *args: object) -> None:
-        """Deliver one event: handlers in registration order, then iterators and waiters. Never raises."""
+        """Deliver one event: handlers in registration order, then iterators and waiters.
+
+        An ``Exception`` from a handler is logged, never raised; the handlers are those registered when the
+        emission began (a ``once`` handler is removed before its call).
+        """
         entries = self._handlers.get(name)
         if entries:
             for entry in entries:
