@@ -22,10 +22,12 @@ async def test_connect_and_disconnect(server: LoopbackServer, connect: Connect) 
     assert server.rooms() == ["demo"]
     assert server.participants("demo") == ["alice"]
 
+    bob = await connect("bob", room="demo")
     await alice.room.disconnect()
 
-    assert await alice.wait_for("disconnected") == (rtc.DisconnectReason.CLIENT_INITIATED,)
-    assert server.rooms() == []
+    (left,) = await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
+    assert left.disconnect_reason == rtc.DisconnectReason.CLIENT_INITIATED
+    assert server.participants("demo") == ["bob"]
 
 
 async def test_validate_endpoints(server: LoopbackServer) -> None:
