@@ -224,10 +224,10 @@ async def _serve(args: argparse.Namespace) -> int:
     with stop_on_signals(stop):
         try:
             print(f"LoopbackServer (a LiveKit-protocol server for development) on {server.url}", flush=True)
-            print(f"  url:         {server.url}", flush=True)
-            print(f"  http url:    {server.http_url}", flush=True)
-            print(f"  api key:     {server.api_key}", flush=True)
-            print(f"  api secret:  {server.api_secret}", flush=True)
+            print(f"  url:           {server.url}", flush=True)
+            print(f"  http url:      {server.http_url}", flush=True)
+            print(f"  api key:       {server.api_key}", flush=True)
+            print(f"  api secret:    {server.api_secret}", flush=True)
             print(f"  token refresh: {'off' if args.no_token_refresh else 'on'}", flush=True)
             print(
                 f"join with: export LIVEKIT_API_KEY={server.api_key} LIVEKIT_API_SECRET={server.api_secret}; "
@@ -300,30 +300,26 @@ async def _watch(args: argparse.Namespace) -> int:
 
     shower = asyncio.create_task(show())
     ticker = asyncio.create_task(tick())
+    connecting = asyncio.create_task(call.connect())
+    stopping = asyncio.create_task(stop.wait())
     try:
         with stop_on_signals(stop):
-            connecting = asyncio.create_task(call.connect())
-            stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({connecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if connecting.done():
-                try:
-                    connecting.result()
-                except ConnectError as exc:
-                    await call.disconnect()
-                    await shower
-                    view.close()
-                    raise CliError(f"could not connect to {shown}: {exc}") from None
+            if connecting.done() and connecting.exception() is None:
                 await asyncio.wait({shower, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                connecting.cancel()
-                await asyncio.wait({connecting})
-            stopping.cancel()
+            connecting.cancel()
+            await asyncio.wait({connecting})
             await call.disconnect()
             await shower
     finally:
-        ticker.cancel()
-        shower.cancel()
+        for task in (stopping, ticker, shower):
+            task.cancel()
         view.close()
+    failure = None if connecting.cancelled() else connecting.exception()
+    if isinstance(failure, ConnectError):
+        raise CliError(f"could not connect to {shown}: {failure}")
+    if failure is not None:
+        raise failure
     if stop.is_set():
         return 0
     return EXIT_FAILURE if call.disconnect_reason in FAILED_REASONS else 0
@@ -480,3 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`rtcstack watch --json | head -1`): end quietly, and keep the interpreter's
+        # final flush from failing on the same pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE

@@ -266,7 +266,9 @@ def panel_lines(
 ) -> list[PanelLine]:
     """The live panel: title, state and token, reconnect banner, roster, story steps, recent events (``log``).
 
-    The roster is cut (with a ``... and N more`` line) so that the panel never exceeds ``max_lines``.
+    It never exceeds ``max_lines`` (a taller panel could not be redrawn in place): the roster is cut (with a
+    ``... and N more`` line) to leave room for the newest event, older events fill what is left, and what still
+    does not fit is cut at the bottom.
     """
     top: list[PanelLine] = [[(title, _BOLD)], _state_line(call, now)]
     if call.connection_state == "reconnecting":
@@ -274,25 +276,28 @@ def panel_lines(
     elif call.connection_state == "disconnected":
         top.append([(f" CALL ENDED: {call.disconnect_reason or 'unknown'} ", _ENDED)])
     people = [p for p in (call.local_participant,) if p is not None] + call.participants
-    bottom: list[PanelLine] = []
+    steps: list[PanelLine] = []
     if story:
-        bottom.append([("story", _DIM)])
+        steps.append([("story", _DIM)])
         label_width = max(len(step.label) for step in story)
         for step in story:
             mark = _STEP_MARK[step.status]
             detail = (step.detail, _RED if step.status == "failed" else _DIM)
-            bottom.append([("  ", ""), mark, (f"{step.label:<{label_width}}  ", ""), detail])
-    if log:
-        bottom.append([("events", _DIM)])
-        bottom += [[(f"  {stamp}  ", _DIM), (text, "")] for stamp, text in log]
-    room_for_people = max(1, max_lines - len(top) - len(bottom) - 1)
+            steps.append([("  ", ""), mark, (f"{step.label:<{label_width}}  ", ""), detail])
+    newest_event = 2 if log else 0  # keep room for the events header and the newest event
+    room_for_people = max(1, max_lines - len(top) - len(steps) - 1 - newest_event)
     roster: list[PanelLine] = [[(f"participants ({len(people)})", _DIM)]]
     width = max((len(_who(p)) for p in people), default=0)
     shown = people if len(people) <= room_for_people else people[: room_for_people - 1]
     roster += [_participant_line(p, width) for p in shown]
     if len(shown) < len(people):
         roster.append([(f"  ... and {len(people) - len(shown)} more", _DIM)])
-    return top + roster + bottom
+    room_for_log = max_lines - len(top) - len(roster) - len(steps) - 1
+    events: list[PanelLine] = []
+    if log and room_for_log > 0:
+        events.append([("events", _DIM)])
+        events += [[(f"  {stamp}  ", _DIM), (text, "")] for stamp, text in log[-room_for_log:]]
+    return (top + roster + steps + events)[:max_lines]
 
 
 def render(line: PanelLine, width: int, color: bool) -> str:

@@ -351,8 +351,9 @@ async def test_serve_runs_until_sigterm_and_a_call_connects_to_it(cli: Start) ->
     assert re.fullmatch(r"ws://127\.0\.0\.1:\d+", url)
     await serve.line(lambda raw: raw.startswith(b"press Ctrl-C"))
     printed = b"".join(serve.lines).decode()
-    assert "  api key:     devkey\n" in printed
-    assert f"  api secret:  {secret}\n" in printed
+    assert "  api key:       devkey\n" in printed
+    assert f"  api secret:    {secret}\n" in printed
+    assert "  token refresh: off\n" in printed
     minted = await cli("token", "--room", "demo", "--identity", "alice", "--api-key", "devkey", "--api-secret", secret)
     _, token, _ = await minted.finish()
     call = create_call(url, token.decode().strip())

@@ -389,6 +389,25 @@ def test_panel_lists_the_story_and_cuts_a_long_roster() -> None:
     assert lines[-5] == "  ... and 46 more"
 
 
+def test_panel_drops_the_oldest_events_first_to_fit() -> None:
+    call = FakeCall(local_participant=person("me", local=True), participants=[person("bob")])
+    log = [(f"{i}.00s", f"event {i}") for i in range(20)]
+    lines = plain(panel_lines(call, NOW, title="T", log=log, max_lines=9))
+    assert lines == [
+        "T",
+        "state  CONNECTED    token 10m00s left",
+        "participants (2)",
+        "  me (you)  standard  unknown",
+        "  bob       standard  unknown",
+        "events",
+        "  17.00s  event 17",
+        "  18.00s  event 18",
+        "  19.00s  event 19",
+    ]
+    tiny = plain(panel_lines(call, NOW, title="T", log=log, story=[StoryStep("a", "ok")] * 5, max_lines=4))
+    assert tiny == ["T", "state  CONNECTED    token 10m00s left", "participants (2)", "  ... and 2 more"]
+
+
 def test_render_cuts_to_the_width_and_styles_only_with_color() -> None:
     line = [("abc", "1"), ("def", ""), ("ghi", "31")]
     assert render(line, 5, color=False) == "abcde"
