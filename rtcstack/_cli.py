@@ -27,7 +27,7 @@ from ._call import create_call
 from ._errors import ConnectError, RtcstackError
 from ._options import CallOptions
 from ._tokens import decode_token
-from ._view import JsonView, LineView, LiveView, View, wants_color, wants_live
+from ._view import JsonView, LineView, LiveView, View, refresh_every, show_events, wants_color, wants_live
 from ._vocab import DisconnectReason
 
 if TYPE_CHECKING:
@@ -286,20 +286,9 @@ async def _watch(args: argparse.Namespace) -> int:
     else:
         title = f"{PROG} watch  {shown}  room {claims.room}  as {claims.identity}"
         view = LiveView(call, sys.stdout, title=title, elapsed=False, color=wants_color())
-    stream = call.events()
     stop = asyncio.Event()
-
-    async def show() -> None:
-        async for event in stream:
-            view.event(event)
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            view.refresh()
-
-    shower = asyncio.create_task(show())
-    ticker = asyncio.create_task(tick())
+    shower = asyncio.create_task(show_events(call.events(), view))
+    ticker = asyncio.create_task(refresh_every(view))
     connecting = asyncio.create_task(call.connect())
     stopping = asyncio.create_task(stop.wait())
     try:

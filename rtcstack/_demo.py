@@ -36,7 +36,18 @@ from ._cli import CliError, load_server, run_async, setup_logging, stop_on_signa
 from ._emitter import CallEvent
 from ._errors import ConnectError
 from ._options import CallOptions
-from ._view import LineView, LiveView, StepStatus, StoryStep, View, format_left, wants_color, wants_live
+from ._view import (
+    LineView,
+    LiveView,
+    StepStatus,
+    StoryStep,
+    View,
+    format_left,
+    refresh_every,
+    show_events,
+    wants_color,
+    wants_live,
+)
 
 if TYPE_CHECKING:
     from .testing import LoopbackServer
@@ -111,9 +122,6 @@ class Recorder:
         except asyncio.TimeoutError:
             raise StepFailed(f"no {what} within {timeout:g} s") from None
 
-    def count(self, predicate: Callable[[CallEvent], bool], *, since: int = 0) -> int:
-        return sum(1 for event in self.events[since:] if predicate(event))
-
 
 def matches(name: str, identity: str | None = None, **args: object) -> Callable[[CallEvent], bool]:
     """A predicate: an event called ``name`` (about ``identity``, if given) whose accessors equal ``args``."""
@@ -130,6 +138,8 @@ def matches(name: str, identity: str | None = None, **args: object) -> Callable[
 
 @dataclass
 class Step:
+    """One step of the story and, once run, its outcome (``detail`` says what happened or what was missing)."""
+
     key: str
     label: str
     status: StepStatus = "pending"
@@ -312,6 +322,8 @@ async def _play(story: Story) -> None:
             step.status = "ok"
         except StepFailed as exc:
             step.status, step.detail = "failed", str(exc)
+        except Exception as exc:  # a step the server could not play (e.g. LookupError: the call is not there)
+            step.status, step.detail = "failed", f"{type(exc).__name__}: {exc}"
         step.seconds = time.monotonic() - started
         view.step(f"{'ok' if step.status == 'ok' else 'FAILED'} {step.title}: {step.detail}")
         story.show_steps()
@@ -347,20 +359,8 @@ async def _demo(args: argparse.Namespace) -> int:
         view = LiveView(call, sys.stdout, title=title, elapsed=True, color=wants_color())
     recorder = Recorder()
     story = Story(server, call, recorder, view, call.token_expires_at, refreshes)
-    stream = call.events()
-
-    async def show() -> None:
-        async for event in stream:
-            recorder.add(event)
-            view.event(event)
-
-    async def tick() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            view.refresh()
-
-    shower = asyncio.create_task(show())
-    ticker = asyncio.create_task(tick())
+    shower = asyncio.create_task(show_events(call.events(), view, also=recorder.add))
+    ticker = asyncio.create_task(refresh_every(view))
     stop = asyncio.Event()
     interrupted = False
     try:

@@ -13,13 +13,14 @@ Nothing here prints a token: views read the call's public state and events, whic
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Protocol, TextIO
@@ -39,7 +40,9 @@ __all__ = [
     "event_text",
     "format_left",
     "panel_lines",
+    "refresh_every",
     "render",
+    "show_events",
     "wants_color",
     "wants_live",
 ]
@@ -467,3 +470,20 @@ def wants_live(out: TextIO = sys.stdout) -> bool:
 def wants_color() -> bool:
     """Whether to style the live panel (``NO_COLOR``, see no-color.org, turns styles off)."""
     return not os.environ.get("NO_COLOR")
+
+
+async def show_events(
+    events: AsyncIterable[CallEvent], view: View, *, also: Callable[[CallEvent], None] | None = None
+) -> None:
+    """Show every event of ``events`` (a call's ``events()``) in ``view``, after handing it to ``also``."""
+    async for event in events:
+        if also is not None:
+            also(event)
+        view.event(event)
+
+
+async def refresh_every(view: View, seconds: float = 1.0) -> None:
+    """Refresh ``view`` every ``seconds`` (the token's time left) until cancelled."""
+    while True:
+        await asyncio.sleep(seconds)
+        view.refresh()
