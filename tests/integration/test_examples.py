@@ -1,0 +1,137 @@
+"""Every example runs against LoopbackServer with the real SDK and does what its docstring says."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from aiohttp import web
+from livekit import rtc
+
+from rtcstack.testing import LoopbackServer
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+WAIT = 15.0
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Output:
+    """Accumulates what the example printed (capsys hands out each chunk once)."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self.capsys = capsys
+        self.text = ""
+
+    def read(self) -> str:
+        self.text += self.capsys.readouterr().out
+        return self.text
+
+    async def wait_for(self, predicate: Callable[[str], bool]) -> str:
+        async def poll() -> str:
+            while not predicate(self.read()):  # noqa: ASYNC110  (stdout has no event to wait on)
+                await asyncio.sleep(0.02)
+            return self.text
+
+        return await asyncio.wait_for(poll(), WAIT)
+
+
+@pytest.fixture
+def out(capsys: pytest.CaptureFixture[str]) -> Output:
+    return Output(capsys)
+
+
+@pytest.fixture
+async def run_example() -> AsyncIterator[Callable[..., asyncio.Task[Any]]]:
+    tasks: list[asyncio.Task[Any]] = []
+
+    def start(name: str, *args: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(load(name).main(*args, stay=WAIT))
+        tasks.append(task)
+        return task
+
+    yield start
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_reconnect_banner(server: LoopbackServer, run_example: Any, out: Output) -> None:
+    task = run_example("reconnect_banner", server.url, server.token("viewer", room="demo"))
+    await out.wait_for(lambda text: "connected to viewer" in text)
+    await server.drop_signal("viewer")
+    await out.wait_for(lambda text: "[ok] back online" in text)
+    await server.delete_room("demo")
+    await asyncio.wait_for(task, WAIT)
+    text = out.read()
+    assert "reconnecting (attempt 1)" in text
+    assert text.index("reconnecting (attempt 1)") < text.index("[ok] back online")
+    assert "[x] call ended: room_deleted" in text
+
+
+@pytest.mark.parametrize("server", [{"token_refresh": False}], indirect=True)
+async def test_http_refresher(server: LoopbackServer, run_example: Any, out: Output) -> None:
+    hits: list[dict[str, Any]] = []
+
+    async def issue(request: web.Request) -> web.Response:
+        hits.append({"body": await request.json(), "app": request.headers.get("X-App")})
+        return web.json_response({"token": server.token("viewer", room="demo", ttl=600)})
+
+    app = web.Application()
+    app.router.add_post("/livekit-token", issue)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        first = server.token("viewer", room="demo", ttl=62)  # enters the 60 s refresh margin 2 s after joining
+        task = run_example("http_refresher", server.url, first, f"http://127.0.0.1:{port}/livekit-token")
+        await out.wait_for(lambda text: "fresh token, valid until" in text)
+        await server.delete_room("demo")
+        await asyncio.wait_for(task, WAIT)
+    finally:
+        await runner.cleanup()
+    assert hits and hits[0] == {"body": {"room": "demo"}, "app": "example"}
+    assert "could not refresh" not in out.read()
+
+
+async def test_quality_monitor(server: LoopbackServer, run_example: Any, out: Output) -> None:
+    task = run_example("quality_monitor", server.url, server.token("viewer", room="demo"))
+    await out.wait_for(lambda _: server.participants("demo") == ["viewer"])
+    await server.add_participant("demo", "agent", kind="agent")
+    await server.set_connection_quality("viewer", "poor")
+    await server.set_connection_quality("agent", "excellent")
+    await out.wait_for(lambda text: "viewer (you): poor" in text and "agent: excellent" in text)
+    await server.delete_room("demo")
+    await asyncio.wait_for(task, WAIT)
+    assert out.read().splitlines() == ["●○○ viewer (you): poor", "●●● agent: excellent"]
+
+
+async def test_bot(server: LoopbackServer, run_example: Any, out: Output) -> None:
+    task = run_example("bot", server.url, server.token("bot", room="demo"))
+    await out.wait_for(lambda text: "bot online with 0 others" in text)
+    carol = rtc.Room()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+    carol.on("data_received", lambda packet: received.put_nowait(packet.data))
+    try:
+        await carol.connect(server.url, server.token("carol", room="demo", name="Carol"))
+        assert await asyncio.wait_for(received.get(), WAIT) == b"hello Carol"
+        await carol.local_participant.publish_data("ping", topic="chat")
+        assert await asyncio.wait_for(received.get(), WAIT) == b"pong"
+    finally:
+        await carol.disconnect()
+    await server.delete_room("demo")
+    await asyncio.wait_for(task, WAIT)
