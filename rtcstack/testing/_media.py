@@ -27,12 +27,19 @@ _PWD = re.compile(r"^a=ice-pwd:(\S+)", re.MULTILINE)
 class MediaPeer:
     """One RTCPeerConnection with no ICE servers (host candidates only, nothing leaves the machine)."""
 
-    def __init__(self, label: str, *, on_connected: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        on_connected: Callable[[], None] | None = None,
+        on_data: Callable[[bytes], None] | None = None,
+    ) -> None:
         self.label = label
         self._pc: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self._channels: list[Any] = []
         self._data_outbox: list[tuple[str, bytes]] = []
         self._on_connected = on_connected
+        self._on_data = on_data
         self._pc.on("connectionstatechange", self._state_changed)
         self._pc.on("datachannel", self._add_channel)
 
@@ -91,7 +98,12 @@ class MediaPeer:
     def _add_channel(self, channel: Any) -> None:
         self._channels.append(channel)
         channel.on("open", self._flush_data)
+        channel.on("message", self._received)
         self._flush_data()
+
+    def _received(self, message: bytes | str) -> None:
+        if self._on_data is not None and isinstance(message, bytes):
+            self._on_data(message)
 
     def _flush_data(self) -> None:
         waiting: list[tuple[str, bytes]] = []

@@ -38,6 +38,9 @@ class Sink(Protocol):
     def close(self, leave: pr.LeaveRequest | None) -> None:
         """Send ``leave`` (if any) after what is queued, then close the signal socket and the media."""
 
+    def send_data(self, packet: pm.DataPacket) -> None:
+        """Deliver a DataPacket on the client's data channel."""
+
 
 @dataclass(eq=False)
 class Participant:
@@ -264,6 +267,20 @@ class RoomRegistry:
         for participant in list(target.participants.values()):
             if id(participant) not in skip:
                 participant.send(message)
+
+    def send_data(self, room: str, packet: pm.DataPacket, sender: Participant | None = None) -> None:
+        """Deliver ``packet`` to everyone in ``room`` but ``sender``, or only to its destination sids/identities."""
+        target = self._rooms.get(room)
+        if target is None:
+            return
+        sids, identities = set(packet.user.destination_sids), set(packet.destination_identities)
+        identities.update(packet.user.destination_identities)
+        for participant in list(target.participants.values()):
+            if participant is sender or participant.sink is None:
+                continue
+            if (sids or identities) and participant.sid not in sids and participant.identity not in identities:
+                continue
+            participant.sink.send_data(packet)
 
     def _announce(self, participant: Participant, *, include_self: bool) -> None:
         participant.info.version = next(self._versions)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
@@ -373,7 +374,22 @@ class Session:
 
     def _new_peer(self, role: str, *, primary: bool) -> MediaPeer:
         on_connected = self._on_primary_connected if primary else None
-        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
+        on_data = self._relay_data if role == "publisher" else None
+        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected, on_data=on_data)
+
+    def _relay_data(self, raw: bytes) -> None:
+        """A user packet the client published: stamp the sender, as LiveKit does, and deliver it to the room."""
+        try:
+            packet = pm.DataPacket.FromString(raw)
+        except DecodeError:
+            logger.info("%r: dropped a data packet that is not a DataPacket", self)
+            return
+        if packet.WhichOneof("value") != "user":
+            return
+        packet.participant_identity = self.participant.identity
+        packet.user.participant_identity = self.participant.identity
+        packet.user.participant_sid = self.participant.sid
+        self.registry.send_data(self.participant.room, packet, sender=self.participant)
 
     def _on_primary_connected(self) -> None:
         self.registry.set_state(self.participant, pm.ParticipantInfo.ACTIVE)

@@ -28,7 +28,6 @@ from livekit.protocol import room as proom
 from livekit.protocol import rtc as pr
 
 from ._rooms import Participant, RoomRegistry
-from ._session import Session
 
 __all__ = ["RoomService"]
 
@@ -246,12 +245,7 @@ class RoomService:
                 nonce=request.nonce,
             ),
         )
-        sids = set(request.destination_sids)
-        for participant in list(room.participants.values()):
-            if (sids or identities) and participant.sid not in sids and participant.identity not in identities:
-                continue
-            if isinstance(participant.sink, Session):
-                participant.sink.send_data(packet)
+        self._registry.send_data(request.room, packet)
         return proom.SendDataResponse()
 
     def _participant(self, room: str, identity: str) -> Participant:

@@ -17,12 +17,16 @@ class Recorder:
 
     sent: list[pr.SignalResponse] = field(default_factory=list)
     closed_with: list[pr.LeaveRequest | None] = field(default_factory=list)
+    data: list[pm.DataPacket] = field(default_factory=list)
 
     def send(self, message: pr.SignalResponse) -> None:
         self.sent.append(pr.SignalResponse.FromString(message.SerializeToString()))
 
     def close(self, leave: pr.LeaveRequest | None) -> None:
         self.closed_with.append(leave)
+
+    def send_data(self, packet: pm.DataPacket) -> None:
+        self.data.append(packet)
 
     def updates(self, about: str | None = None) -> list[tuple[str, int]]:
         return [
@@ -163,3 +167,18 @@ def test_room_snapshot_counts_participants_and_publishers() -> None:
     snapshot = room.snapshot()
     assert (snapshot.name, snapshot.num_participants, snapshot.num_publishers) == ("r", 2, 1)
     assert snapshot.sid.startswith("RM_")
+
+
+def test_data_goes_to_everyone_but_the_sender_or_only_to_its_destinations() -> None:
+    registry = RoomRegistry()
+    alice, alice_sink = _join(registry, "alice")
+    bob, bob_sink = _join(registry, "bob")
+    _, carol_sink = _join(registry, "carol")
+    _join(registry, "dave", room="elsewhere")
+    registry.send_data("r", pm.DataPacket(user=pm.UserPacket(payload=b"all")), sender=alice)
+    assert [len(s.data) for s in (alice_sink, bob_sink, carol_sink)] == [0, 1, 1]
+    registry.send_data("r", pm.DataPacket(user=pm.UserPacket(payload=b"dm", destination_identities=["carol"])))
+    registry.send_data("r", pm.DataPacket(user=pm.UserPacket(payload=b"sid", destination_sids=[bob.sid])))
+    assert [p.user.payload for p in bob_sink.data] == [b"all", b"sid"]
+    assert [p.user.payload for p in carol_sink.data] == [b"all", b"dm"]
+    registry.send_data("nowhere", pm.DataPacket(user=pm.UserPacket(payload=b"x")))
