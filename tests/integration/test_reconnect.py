@@ -213,3 +213,15 @@ async def test_disconnect_during_the_rejoin_loop_stops_it(server: LoopbackServer
 async def _attempt(call: Call, n: int) -> None:
     while call.reconnect_attempt < n:
         await call.wait_for("reconnecting", timeout=WAIT)
+
+
+async def test_room_deleted_while_resuming(server: LoopbackServer, make_call: CallFactory) -> None:
+    call = make_call()
+    await call.connect()
+    ended = expect(call, "disconnected")
+    reconnecting = expect(call, "reconnecting")
+    await server.drop_signal("alice")
+    await reconnecting
+    await server.delete_room("demo")
+    event = await ended
+    assert event.reason == "room_deleted"
