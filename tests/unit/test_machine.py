@@ -172,9 +172,7 @@ def test_terminal_reason_ends_at_once(state_inputs: list[Input]) -> None:
 def test_terminal_rejoin_failure_ends() -> None:
     machine = connected(FixedPolicy(1.0, 1.0))
     drive(machine, SdkDisconnected("unknown", True, 0.0))
-    assert machine.handle(RejoinFailed("auth_rejected", False, 1.0))[-1] == Emit(
-        "disconnected", ("auth_rejected",)
-    )
+    assert machine.handle(RejoinFailed("auth_rejected", False, 1.0))[-1] == Emit("disconnected", ("auth_rejected",))
 
 
 def test_disconnect_during_rejoin_is_client_initiated() -> None:
@@ -188,9 +186,7 @@ def test_disconnect_during_rejoin_is_client_initiated() -> None:
 
 def test_ending_for_a_reason_found_outside_the_room() -> None:
     machine = connected()
-    assert machine.handle(DisconnectRequested("token_expired"))[-1] == Emit(
-        "disconnected", ("token_expired",)
-    )
+    assert machine.handle(DisconnectRequested("token_expired"))[-1] == Emit("disconnected", ("token_expired",))
 
 
 def test_events_after_the_end_are_ignored() -> None:
