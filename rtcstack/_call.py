@@ -566,8 +566,12 @@ class Call(EventEmitter):
     def _schedule_token_timer(self) -> None:
         if self._token_timer is not None:
             self._token_timer.cancel()
-        due = refresh_due(self._claims, self._options.token_refresh_margin)
-        delay = max(0.0, (due - self._clock()).total_seconds())
+        now = self._clock()
+        delay = (refresh_due(self._claims, self._options.token_refresh_margin) - now).total_seconds()
+        if delay <= 0:
+            # a token that lives less than the margin: its turn comes halfway through what is left of it, so a
+            # refresher that hands out such tokens is not called in a tight loop
+            delay = max(0.0, (self._claims.expires_at - now).total_seconds() / 2)
         self._token_timer = asyncio.get_running_loop().call_later(delay, self._on_token_due)
 
     def _on_token_due(self) -> None:

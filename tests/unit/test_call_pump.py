@@ -411,7 +411,6 @@ def test_repr_shows_no_token() -> None:
 
 
 async def test_token_timer_warns_once_and_refreshes() -> None:
-    now = [datetime.now(timezone.utc)]
     first = mint(ttl=120)
     fresh = mint(ttl=600)
     calls: list[int] = []
@@ -420,12 +419,11 @@ async def test_token_timer_warns_once_and_refreshes() -> None:
         calls.append(1)
         return fresh
 
-    call = make_call(Rooms(), token=first, token_refresher=refresher, clock=lambda: now[0], token_refresh_margin=60)
+    margin = (decode_token(first).expires_at - datetime.now(timezone.utc)).total_seconds() - 0.2
+    call = make_call(Rooms(), token=first, token_refresher=refresher, token_refresh_margin=margin)
     seen = record(call, "token_expired", "token_refreshed")
     await call.connect()
     assert seen == []
-    now[0] += timedelta(seconds=61)
-    call._schedule_token_timer()
     await call.wait_for("token_refreshed", timeout=5)
     assert [e[0] for e in seen] == ["token_expired", "token_refreshed"] and calls == [1]
     assert call.token_expires_at == decode_token(fresh).expires_at
@@ -466,4 +464,22 @@ async def test_a_real_leave_is_applied_one_iteration_later() -> None:
     assert [p.identity for p in call.participants] == ["bob"]
     await settle()
     assert call.participants == []
+    await call.disconnect()
+
+
+async def test_short_lived_refreshed_tokens_do_not_make_a_tight_loop() -> None:
+    now = [datetime.now(timezone.utc)]
+    calls: list[int] = []
+
+    def refresher() -> str:
+        calls.append(1)
+        return mint(ttl=10 + len(calls))  # each token lives far less than the 60 s margin
+
+    call = make_call(Rooms(), token=mint(ttl=10), token_refresher=refresher, clock=lambda: now[0])
+    await call.connect()
+    assert len(calls) == 1  # the first token was inside the margin: refreshed before joining
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(calls) == 1 and call._token_timer is not None
+    assert 5.0 <= call._token_timer.when() - asyncio.get_running_loop().time() <= 6.0
     await call.disconnect()
