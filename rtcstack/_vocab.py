@@ -9,7 +9,8 @@ fall back to ``"unknown"`` (logged at debug) for a value a newer SDK added and t
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, TypeVar
 
 from livekit import rtc
 
@@ -227,62 +228,43 @@ REASON_FROM_SDK: dict[int, tuple[DisconnectReason, bool]] = {
     _Reason.MEDIA_FAILURE: ("network_error", True),
     _Reason.AGENT_ERROR: ("agent_error", False),
 }
+_V = TypeVar("_V")
 _UNKNOWN_REASON: tuple[DisconnectReason, bool] = REASON_FROM_SDK[_Reason.UNKNOWN_REASON]
 
 
-def _unmapped(table: str, value: int) -> None:
-    logger.debug("unmapped livekit %s value %r, using 'unknown'", table, value)
+def _lookup(table: Mapping[int, _V], value: int, fallback: _V, enum: str) -> _V:
+    found = table.get(value)
+    if found is None:
+        logger.debug("unmapped livekit %s value %r, using %r", enum, value, fallback)
+        return fallback
+    return found
 
 
 def quality_from_sdk(value: int) -> QualityName:
-    """Our quality name for a ``livekit.rtc.ConnectionQuality`` value."""
-    name = QUALITY_FROM_SDK.get(value)
-    if name is None:
-        _unmapped("ConnectionQuality", value)
-        return "unknown"
-    return name
+    """Our quality name for a ``livekit.rtc.ConnectionQuality`` value (unmapped: ``"unknown"``)."""
+    return _lookup(QUALITY_FROM_SDK, value, "unknown", "ConnectionQuality")
 
 
 def kind_from_sdk(value: int) -> ParticipantKindName:
     """Our participant kind for a ``livekit.rtc.ParticipantKind`` value (unmapped: ``"standard"``)."""
-    name = KIND_FROM_SDK.get(value)
-    if name is None:
-        _unmapped("ParticipantKind", value)
-        return "standard"
-    return name
+    return _lookup(KIND_FROM_SDK, value, "standard", "ParticipantKind")
 
 
 def participant_state_from_sdk(value: int) -> ParticipantStateName:
     """Our participant state for a ``livekit.rtc.ParticipantState`` value (unmapped: ``"joined"``)."""
-    name = PARTICIPANT_STATE_FROM_SDK.get(value)
-    if name is None:
-        _unmapped("ParticipantState", value)
-        return "joined"
-    return name
+    return _lookup(PARTICIPANT_STATE_FROM_SDK, value, "joined", "ParticipantState")
 
 
 def track_kind_from_sdk(value: int) -> TrackKindName:
-    """Our track kind for a ``livekit.rtc.TrackKind`` value."""
-    name = TRACK_KIND_FROM_SDK.get(value)
-    if name is None:
-        _unmapped("TrackKind", value)
-        return "unknown"
-    return name
+    """Our track kind for a ``livekit.rtc.TrackKind`` value (unmapped: ``"unknown"``)."""
+    return _lookup(TRACK_KIND_FROM_SDK, value, "unknown", "TrackKind")
 
 
 def track_source_from_sdk(value: int) -> TrackSourceName:
-    """Our track source for a ``livekit.rtc.TrackSource`` value."""
-    name = TRACK_SOURCE_FROM_SDK.get(value)
-    if name is None:
-        _unmapped("TrackSource", value)
-        return "unknown"
-    return name
+    """Our track source for a ``livekit.rtc.TrackSource`` value (unmapped: ``"unknown"``)."""
+    return _lookup(TRACK_SOURCE_FROM_SDK, value, "unknown", "TrackSource")
 
 
 def reason_from_sdk(value: int) -> tuple[DisconnectReason, bool]:
     """``(our reason, transient?)`` for a ``livekit.rtc.DisconnectReason`` (unmapped: unknown, transient)."""
-    entry = REASON_FROM_SDK.get(value)
-    if entry is None:
-        _unmapped("DisconnectReason", value)
-        return _UNKNOWN_REASON
-    return entry
+    return _lookup(REASON_FROM_SDK, value, _UNKNOWN_REASON, "DisconnectReason")
