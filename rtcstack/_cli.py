@@ -365,9 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the LoopbackServer standalone (like livekit-server --dev)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Run rtcstack's LoopbackServer, a LiveKit-protocol server for development and tests, until Ctrl-C or\n"
-            "SIGTERM. It prints its URL, API key and API secret. The real SDK needs a non-loopback interface for\n"
-            "its media (libwebrtc ignores lo), even when the URL is on 127.0.0.1."
+            "Run rtcstack's LoopbackServer, a LiveKit-protocol server for development and\n"
+            "tests, until Ctrl-C or SIGTERM. It prints its URL, API key and API secret.\n"
+            "The real SDK needs a non-loopback interface for its media (libwebrtc ignores\n"
+            "lo), even when the URL is on 127.0.0.1."
         ),
         epilog="example: rtcstack serve --port 7880 --api-key devkey",
     )
@@ -392,18 +393,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="join a room and show the call's state, roster and qualities live",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Join the room at URL and show the call live: its state (with a banner and the attempt number while it\n"
-            "reconnects), each participant's connection quality, and the token's time left. On a terminal the view\n"
-            "is redrawn in place; otherwise (or with --plain) it prints one line per event; --json prints one JSON\n"
-            "object per event. Join with --token, or with --room and --identity and an API key and secret (then the\n"
-            "token is minted here and refreshed before it expires)."
+            "Join the room at URL and show the call live: its state (with a banner and the\n"
+            "attempt number while it reconnects), each participant's connection quality,\n"
+            "and the token's time left. On a terminal the view is redrawn in place;\n"
+            "otherwise (or with --plain) it prints one line per event; --json prints one\n"
+            "JSON object per event. Join with --token, or with --room and --identity and\n"
+            "an API key and secret (the token is then minted here, and a fresh one before\n"
+            "it expires). The token is never printed."
         ),
         epilog=(
-            "exit status: 0 when the server ends the call (room deleted, removed, ...) or on Ctrl-C;\n"
-            "1 when the connect fails or the call ends on our side (network_error, token_expired, auth_rejected).\n"
+            "exit status: 0 when the server ends the call (room deleted, removed, ...) or\n"
+            "on Ctrl-C; 1 when the connect fails or the call ends on our side\n"
+            "(network_error, token_expired, auth_rejected, join_failure).\n"
             "\n"
             "examples:\n"
-            "  rtcstack watch ws://127.0.0.1:7880 --api-key devkey --api-secret S --room demo --identity watcher\n"
+            "  export LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=...\n"
+            "  rtcstack watch ws://127.0.0.1:7880 --room demo --identity watcher\n"
             '  rtcstack watch wss://example.livekit.cloud --token "$TOKEN" --json | jq -c .'
         ),
     )
@@ -438,13 +443,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="play a scripted call on an embedded server and show it live",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Start a LoopbackServer, join a call and a synthetic agent, and play a story while the call's state,\n"
-            "roster and qualities are shown live: (a) quality drop, (b) a participant joins and leaves, (c) signal\n"
-            "drop and resume, (d) token expiry with a refresher and a rejoin, (e) room deleted. Each step waits for\n"
-            "the events it expects. On Linux the demo runs in a private network namespace when it can, so it needs\n"
-            "no network."
+            "Start a LoopbackServer, join a call and a synthetic agent, and play a story\n"
+            "while the call's state, roster and qualities are shown live:\n"
+            "  a. quality drop\n"
+            "  b. a participant joins and leaves\n"
+            "  c. signal drop and resume\n"
+            "  d. token expiry with a refresher, and a rejoin\n"
+            "  e. room deleted\n"
+            "Each step waits for the events it expects. On Linux the demo runs in a\n"
+            "private network namespace when it can, so it needs no network."
         ),
-        epilog="exit status: 0 if every step's events happened, 1 otherwise (the failed steps are named).",
+        epilog="exit status: 0 if every step's events happened, 1 otherwise (naming the failed steps).",
     )
     demo.add_argument(
         "--plain", action="store_true", help="one line per event instead of the live view (the default off a terminal)"
