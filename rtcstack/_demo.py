@@ -76,6 +76,10 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("d", "token expiry, refresh and rejoin"),
     ("e", "room deleted"),
 )
+LIVE_PACE = 1.5
+"""Seconds each change stays on screen in the live view (the plain view does not wait)."""
+PAUSES_BEFORE_STEP_D = 7
+"""Pauses of the steps before d, so the first token still enters its margin during step d in the live view."""
 STEP_TIMEOUT = 15.0
 """Upper bound for one expected event (a resume takes about 3 s)."""
 REFRESH_MARGIN = 3.0
@@ -162,9 +166,15 @@ class Story:
     first_expiry: datetime
     refreshes: list[datetime] = field(default_factory=list)
     steps: list[Step] = field(default_factory=lambda: [Step(key, label) for key, label in STEPS])
+    pace: float = 0.0
+    """Seconds to hold each visible change on screen (the live view), so a person can follow the story."""
 
     def show_steps(self) -> None:
         self.view.set_story([StoryStep(s.title, s.status, s.detail) for s in self.steps])
+
+    async def pause(self) -> None:
+        if self.pace:
+            await asyncio.sleep(self.pace)
 
 
 def reexec_in_netns(argv: Sequence[str]) -> str | None:
@@ -224,6 +234,7 @@ async def _step_a(story: Story) -> str:
             await recorder.wait(
                 f"{quality} quality for {who}", matches("connection_quality_changed", who, quality=quality), since=since
             )
+        await story.pause()
     return "excellent -> poor -> good, for you and the agent"
 
 
@@ -232,6 +243,7 @@ async def _step_b(story: Story) -> str:
     since = recorder.mark()
     await server.add_participant(ROOM, GUEST, name="Bob")
     await recorder.wait(f"participant_joined for {GUEST}", matches("participant_joined", GUEST), since=since)
+    await story.pause()
     since = recorder.mark()
     await server.remove_participant(ROOM, GUEST)
     await recorder.wait(f"participant_left for {GUEST}", matches("participant_left", GUEST), since=since)
@@ -326,6 +338,7 @@ async def _play(story: Story) -> None:
             step.status, step.detail = "failed", f"{type(exc).__name__}: {exc}"
         step.seconds = time.monotonic() - started
         view.step(f"{'ok' if step.status == 'ok' else 'FAILED'} {step.title}: {step.detail}")
+        await story.pause()
         story.show_steps()
 
 
@@ -346,19 +359,21 @@ async def _demo(args: argparse.Namespace) -> int:
         refreshes.append(_utcnow())
         return server.token(ME, room=ROOM, ttl=600)
 
-    first = server.token(ME, room=ROOM, ttl=REFRESH_MARGIN + FIRST_TOKEN_LEAD)
+    live = not args.plain and wants_live()
+    pace = LIVE_PACE if live else 0.0
+    first = server.token(ME, room=ROOM, ttl=REFRESH_MARGIN + FIRST_TOKEN_LEAD + PAUSES_BEFORE_STEP_D * pace)
     call = create_call(
         server.url, first, token_refresher=refresher, options=CallOptions(token_refresh_margin=REFRESH_MARGIN)
     )
     where = "a private network namespace" if os.environ.get("RTCSTACK_NETNS") else "the host network"
     view: View
-    if args.plain or not wants_live():
+    if not live:
         view = LineView(call, sys.stdout, elapsed=True)
     else:
         title = f"rtcstack demo  {server.url}  room {ROOM}  as {ME}"
         view = LiveView(call, sys.stdout, title=title, elapsed=True, color=wants_color())
     recorder = Recorder()
-    story = Story(server, call, recorder, view, call.token_expires_at, refreshes)
+    story = Story(server, call, recorder, view, call.token_expires_at, refreshes, pace=pace)
     shower = asyncio.create_task(show_events(call.events(), view, also=recorder.add))
     ticker = asyncio.create_task(refresh_every(view))
     stop = asyncio.Event()
