@@ -335,6 +335,10 @@ class Call(EventEmitter):
         finally:
             if self._room_connect is task:
                 self._room_connect = None
+        if self._room is room:
+            # The Room is connected when connect() returns; its CONN_CONNECTED event comes later, behind the FFI
+            # events of every Room in the process (~1 ms alone, tens of ms with 10 connecting), and is then a no-op.
+            self._feed(SdkConnected())
 
     def _retire(self, room: RoomLike, connecting: asyncio.Future[None] | None) -> None:
         """Close `room` in the background (after its connect, if one is still running) and forget it."""
