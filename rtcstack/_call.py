@@ -221,7 +221,10 @@ class Call(EventEmitter):
             self._connect_waiter = None
             waiter.cancel()
             timed_out = isinstance(exc, asyncio.TimeoutError)
-            self._feed(ConnectFailed("connect_timeout" if timed_out else "cancelled"))
+            reason: DisconnectReason = "connect_timeout" if timed_out else "cancelled"
+            self._feed(ConnectFailed(reason))
+            if self._machine.state != "disconnected":  # the Room connected in this same instant: end it all the same
+                self._feed(DisconnectRequested(reason))
             if timed_out:
                 raise ConnectTimeoutError(f"connect did not finish within {budget:g} s") from None
             raise
