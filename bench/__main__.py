@@ -1,0 +1,68 @@
+"""`python -m bench [--quick] [--only NAME ...] [--output PATH]`: run the benchmarks, print the table, write it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from ._calls import CALLS
+from ._common import Bench, Context, log
+from ._connect import CONNECT, CROWD
+from ._events import EVENTS, ROSTER
+from ._recovery import EXPIRED, RESUME
+from ._report import Row, environment, render, table
+
+BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, EVENTS, ROSTER, CALLS, CROWD)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a few runs of each figure (a smoke test)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[bench.name for bench in BENCHES],
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(bench.name for bench in BENCHES)}",
+    )
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the table")
+    return parser.parse_args(argv)
+
+
+async def run(benches: list[Bench], ctx: Context) -> list[Row]:
+    rows: list[Row] = []
+    for bench in benches:
+        log(f"{bench.name} ...")
+        rows += await bench.run(ctx)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    chosen = [bench for bench in BENCHES if not args.only or bench.name in args.only]
+    load_before = os.getloadavg()[0]
+    rows = asyncio.run(run(chosen, Context(quick=args.quick)))
+    print(table(rows))
+    command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
+    notes = [note for bench in chosen for note in bench.notes]
+    args.output.write_text(
+        render(
+            rows,
+            environment(ROOT, load_before),
+            command,
+            notes,
+            quick=args.quick,
+            isolated=bool(os.environ.get("RTCSTACK_NETNS")),
+        )
+    )
+    log(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What every benchmark shares: the run context, progress lines, A/B order and small statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from livekit import rtc
+
+from rtcstack import Call, CallOptions
+from rtcstack._call import normalize_url
+from rtcstack._tokens import decode_token
+
+from ._report import Row
+
+__all__ = ["Bench", "Context", "TimedRoom", "log", "order", "percentile", "timed_call", "wait_until"]
+
+SIDES = ("rtcstack", "raw")
+
+
+@dataclass(frozen=True)
+class Context:
+    """How much to measure: ``quick`` takes a few runs of everything (a smoke test, not figures to quote)."""
+
+    quick: bool
+
+    def runs(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One named benchmark (``--only NAME``): its rows, and a note per figure on what it measures."""
+
+    name: str
+    run: Callable[[Context], Awaitable[list[Row]]]
+    notes: Sequence[str]
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (the table goes to stdout)."""
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def order(run: int) -> tuple[str, str]:
+    """Which side goes first in run ``run``: they alternate, so drift in the machine falls on both alike."""
+    return SIDES if run % 2 == 0 else (SIDES[1], SIDES[0])
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The ``q`` percentile (0-100) by the nearest-rank method."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 10 ms (state on the SDK side has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+class TimedRoom(rtc.Room):
+    """A Room that keeps how long its last ``connect()`` took: the SDK's part of a call's connect."""
+
+    connect_s = 0.0
+
+    async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
+        start = time.perf_counter()
+        try:
+            await super().connect(url, token, options or rtc.RoomOptions())
+        finally:
+            self.connect_s = time.perf_counter() - start
+
+
+def timed_call(url: str, token: str) -> Call:
+    """What ``create_call(url, token)`` makes, over `TimedRoom` (through the constructor the unit tests use)."""
+    return Call(
+        normalize_url(url),
+        token,
+        decode_token(token),
+        token_refresher=None,
+        options=CallOptions(),
+        room_factory=TimedRoom,
+    )

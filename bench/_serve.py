@@ -1,0 +1,75 @@
+"""A LoopbackServer in a child process, so that the figures of the clients in this one hold no server work.
+
+`python -m bench._serve` reads ``api_key`` and ``api_secret`` as JSON on its first stdin line, prints the server's
+URL as one line, and serves until stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+from livekit import api
+
+from rtcstack.testing import LoopbackServer
+
+__all__ = ["Served", "served"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Served:
+    """The URL of a server in a child process, and tokens it accepts."""
+
+    def __init__(self, url: str, api_key: str, api_secret: str) -> None:
+        self.url = url
+        self._key, self._secret = api_key, api_secret
+
+    def token(self, identity: str, room: str, ttl: float = 600) -> str:
+        grants = api.VideoGrants(room_join=True, room=room)
+        token = api.AccessToken(self._key, self._secret).with_identity(identity).with_grants(grants)
+        return token.with_ttl(timedelta(seconds=ttl)).to_jwt()
+
+
+@contextlib.asynccontextmanager
+async def served() -> AsyncIterator[Served]:
+    """Start a LoopbackServer in a child process; it stops when the block ends."""
+    key, secret = "devkey", secrets.token_urlsafe(32)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench._serve", cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        child.stdin.write(json.dumps({"api_key": key, "api_secret": secret}).encode() + b"\n")
+        await child.stdin.drain()
+        url = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
+        if not url:
+            raise RuntimeError("the server process did not start")
+        yield Served(url, key, secret)
+    finally:
+        child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), 30)
+        except asyncio.TimeoutError:
+            child.kill()
+            await child.wait()
+
+
+async def _serve() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    keys = json.loads(await reader.readline())
+    async with LoopbackServer(api_key=keys["api_key"], api_secret=keys["api_secret"]) as server:
+        print(server.url, flush=True)
+        await reader.read()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve())
