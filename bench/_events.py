@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal, cast
 
 from livekit import rtc
 
-from rtcstack import Call, Participant, QualityName, create_call
+from rtcstack import Call, create_call
 from rtcstack.testing import LoopbackServer
 
 from ._common import Bench, Context, log, order, wait_until
@@ -19,28 +20,31 @@ ROSTER_SIZES = (100, 1000)
 _QUALITIES = (rtc.ConnectionQuality.QUALITY_GOOD, rtc.ConnectionQuality.QUALITY_POOR)
 
 
-class _Counter:
-    """One sync handler per side, plain functions as an app would write them; counts their calls, so a batch
-    can prove that every event reached its handler."""
+_Variants = tuple[tuple[object, ...], tuple[object, ...]]
+_Event = Literal["connection_quality_changed", "active_speakers_changed"]
 
-    def __init__(self) -> None:
+
+class _Counter:
+    """One sync handler of the event's arity, a plain function as an app would write it, for either side; it
+    counts its calls, so that a batch can prove every event reached it."""
+
+    def __init__(self, arity: int) -> None:
         self.hits = 0
 
-        def on_rtcstack(participant: Participant, quality: QualityName) -> None:
+        def one(first: object) -> None:
             self.hits += 1
 
-        def on_raw(participant: rtc.Participant, quality: int) -> None:
+        def two(first: object, second: object) -> None:
             self.hits += 1
 
-        self.rtcstack = on_rtcstack
-        self.raw = on_raw
+        self.handler: Callable[..., None] = two if arity == 2 else one
 
 
-def _emit_batch(room: rtc.Room, participant: rtc.Participant, count: int) -> float:
-    """Microseconds per ``connection_quality_changed`` that ``room`` emits as its event loop would."""
+def _emit_batch(room: rtc.Room, event: _Event, variants: _Variants, count: int) -> float:
+    """Microseconds per ``event`` that ``room`` emits as its event loop would, alternating two sets of arguments."""
     start = time.perf_counter()
     for i in range(count):
-        room.emit("connection_quality_changed", participant, _QUALITIES[i & 1])
+        room.emit(event, *variants[i & 1])
     return (time.perf_counter() - start) / count * 1e6
 
 
@@ -52,26 +56,46 @@ def _timed(action: Callable[[], object], count: int) -> float:
     return (time.perf_counter() - start) / count * 1e6
 
 
-def _quality_rounds(call: Call, raw: rtc.Room, identity: str, rounds: int, batch: int) -> dict[str, list[float]]:
-    """Alternating batches of quality events about ``identity``, each side with one counting sync handler."""
-    counter = _Counter()
-    call.on("connection_quality_changed", counter.rtcstack)
-    raw.on("connection_quality_changed", counter.raw)
+def _quality_of(identity: str) -> Callable[[rtc.Room], _Variants]:
+    def variants(room: rtc.Room) -> _Variants:
+        participant = room.remote_participants[identity]
+        return (participant, _QUALITIES[0]), (participant, _QUALITIES[1])
+
+    return variants
+
+
+def _speakers(first: list[str], second: list[str]) -> Callable[[rtc.Room], _Variants]:
+    def variants(room: rtc.Room) -> _Variants:
+        people = room.remote_participants
+        return ([people[i] for i in first],), ([people[i] for i in second],)
+
+    return variants
+
+
+def _event_rounds(
+    call: Call, raw: rtc.Room, event: _Event, variants: Callable[[rtc.Room], _Variants], rounds: int, batch: int
+) -> dict[str, list[float]]:
+    """Alternating batches of ``event`` on the call's Room and on a raw Room, each with one counting sync handler."""
+    arity = len(variants(raw)[0])
+    counter = _Counter(arity)
+    subscribe = cast(Callable[[str, Callable[..., None]], object], call.on)
+    subscribe(event, counter.handler)
+    raw.on(event, counter.handler)
     rooms = {"rtcstack": call.room, "raw": raw}
+    made = {side: variants(room) for side, room in rooms.items()}
     samples: dict[str, list[float]] = {"rtcstack": [], "raw": []}
     try:
         for run in range(-1, rounds):  # round -1 warms up
             for side in order(run):
-                room = rooms[side]
                 before = counter.hits
-                cost = _emit_batch(room, room.remote_participants[identity], batch)
+                cost = _emit_batch(rooms[side], event, made[side], batch)
                 if counter.hits - before != batch:
-                    raise RuntimeError(f"{side}: {counter.hits - before} of {batch} events reached the handler")
+                    raise RuntimeError(f"{side}: {counter.hits - before} of {batch} {event} reached the handler")
                 if run >= 0:
                     samples[side].append(cost)
     finally:
-        call.off("connection_quality_changed", counter.rtcstack)
-        raw.off("connection_quality_changed", counter.raw)
+        call.off(event, counter.handler)
+        raw.off(event, counter.handler)
     return samples
 
 
@@ -96,7 +120,7 @@ async def event_cost(ctx: Context) -> list[Row]:
                 15,
                 "bob's track on both sides",
             )
-            samples = _quality_rounds(call, raw, "bob", rounds, batch)
+            samples = _event_rounds(call, raw, "connection_quality_changed", _quality_of("bob"), rounds, batch)
         finally:
             await call.disconnect()
             await raw.disconnect()
@@ -137,7 +161,9 @@ async def _roster_of(server: LoopbackServer, size: int, rounds: int, reads: int,
                 cost = _timed(actions[side], reads)
                 if run >= 0:
                     listing[side].append(cost)
-        quality = _quality_rounds(call, raw, f"p{size // 2}", rounds, events)
+        quality = _event_rounds(call, raw, "connection_quality_changed", _quality_of(f"p{size // 2}"), rounds, events)
+        speakers = _speakers(["p0", "p1", "p2"], ["p1", "p2", "p3"])
+        speaking = _event_rounds(call, raw, "active_speakers_changed", speakers, rounds, events)
     finally:
         await call.disconnect()
         await raw.disconnect()
@@ -145,6 +171,7 @@ async def _roster_of(server: LoopbackServer, size: int, rounds: int, reads: int,
     return [
         Row(f"`participants`, {size} in the room", "µs", listing["rtcstack"], listing["raw"], target=target),
         Row(f"one quality event, {size} in the room", "µs", quality["rtcstack"], quality["raw"]),
+        Row(f"active speakers event (3, 2 change), {size} in the room", "µs", speaking["rtcstack"], speaking["raw"]),
     ]
 
 
@@ -174,7 +201,8 @@ ROSTER = Bench(
     roster,
     [
         "**`participants`, N in the room**: N synthetic participants (`server.add_participant`) before the call "
-        "joins; the time of one `call.participants` against `list(room.remote_participants.values())`, and of one "
-        "quality event about one of them (as above) with N in the room. 15 batches each, alternating.",
+        "joins; the time of one `call.participants` against `list(room.remote_participants.values())`, of one "
+        "quality event about one of them (as above), and of one `active_speakers_changed` whose 3 speakers "
+        "alternate between p0-p2 and p1-p3 (2 change each time), with N in the room. 15 batches each, alternating.",
     ],
 )

@@ -121,7 +121,8 @@ def environment(root: Path, load_before: float) -> list[tuple[str, str]]:
             versions.append(f"{name} (not installed)")
     commit = _git_commit(root)
     if commit:
-        versions[-1] += f" (commit {commit})"
+        dirty = _git(root, "status", "--porcelain", "--", "rtcstack")
+        versions[-1] += f" (commit {commit}" + (", with uncommitted changes in rtcstack/)" if dirty else ")")
     return [
         ("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         ("machine", f"{os.cpu_count()} cores ({_cpu_model()}), {_ram_gib():.0f} GiB RAM, Linux {platform.release()}"),
@@ -196,10 +197,12 @@ def _ram_gib() -> float:
 
 
 def _git_commit(root: Path) -> str:
+    return _git(root, "rev-parse", "--short", "HEAD")
+
+
+def _git(root: Path, *args: str) -> str:
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=False
-        )
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
