@@ -34,22 +34,30 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(benches: list[Bench], ctx: Context) -> list[Row]:
+async def run(benches: list[Bench], ctx: Context) -> tuple[list[Row], int]:
+    """Every benchmark in turn, and how many failed; a failure is told in the remarks and the others still run."""
     rows: list[Row] = []
+    failed = 0
     for bench in benches:
         log(f"{bench.name} ...")
-        rows += await bench.run(ctx)
-    return rows
+        try:
+            rows += await bench.run(ctx)
+        except Exception as exc:
+            failed += 1
+            ctx.remarks.append(f"{bench.name} failed: {type(exc).__name__}: {exc}")
+            log(ctx.remarks[-1])
+    return rows, failed
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     chosen = [bench for bench in BENCHES if not args.only or bench.name in args.only]
     load_before = os.getloadavg()[0]
-    rows = asyncio.run(run(chosen, Context(quick=args.quick)))
+    ctx = Context(quick=args.quick)
+    rows, failed = asyncio.run(run(chosen, ctx))
     print(table(rows))
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
-    notes = [note for bench in chosen for note in bench.notes]
+    notes = [note for bench in chosen for note in bench.notes] + [f"**In this run**: {r}" for r in ctx.remarks]
     args.output.write_text(
         render(
             rows,
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     log(f"wrote {args.output}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

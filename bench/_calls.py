@@ -23,9 +23,29 @@ __all__ = ["CALLS"]
 SIZES = (1, 10, 50)
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_TIMEOUT = 300.0
+TRIES = 3
 
 
-async def _worker(server: LoopbackServer, side: str, size: int, tag: str, idle: float, heap: bool) -> dict[str, Any]:
+class WorkerCrashed(RuntimeError):
+    """A worker died before it reported."""
+
+
+async def _measured(
+    ctx: Context, server: LoopbackServer, side: str, size: int, tag: str, idle: float, heap: bool
+) -> dict[str, Any]:
+    """`_worker`, run again (with new identities) when it died before reporting, up to `TRIES` times. A worker
+    that did not exit cleanly is told in the notes (the SDK has been seen to abort with a Rust panic)."""
+    for attempt in range(TRIES):
+        try:
+            return await _worker(ctx, server, side, size, f"{tag}-{attempt}", idle, heap)
+        except WorkerCrashed:
+            await wait_until(lambda: not server.rooms(), 60, "the server's rooms to empty")
+    raise RuntimeError(f"the {side} worker with {size} calls died {TRIES} times")
+
+
+async def _worker(
+    ctx: Context, server: LoopbackServer, side: str, size: int, tag: str, idle: float, heap: bool
+) -> dict[str, Any]:
     spec = {
         "url": server.url,
         "side": side,
@@ -45,8 +65,13 @@ async def _worker(server: LoopbackServer, side: str, size: int, tag: str, idle: 
     )
     out, err = await asyncio.wait_for(child.communicate(json.dumps(spec).encode()), WORKER_TIMEOUT)
     if child.returncode != 0:
-        tail = err.decode(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"worker ({side}, {size} calls) exited {child.returncode}: " + " / ".join(tail))
+        panic = next((line for line in err.decode(errors="replace").splitlines() if "panicked" in line), "")
+        what = f"{side}, {size} calls: the worker exited {child.returncode}" + (f" ({panic.strip()})" if panic else "")
+        what += " after reporting" if out.strip() else " before reporting; run again"
+        ctx.remarks.append(what)
+        log(f"calls: {what}")
+        if not out.strip():
+            raise WorkerCrashed(what)
     result: dict[str, Any] = json.loads(out)
     if result["connected"] != size:
         raise RuntimeError(f"worker ({side}, {size} calls): only {result['connected']} stayed connected")
@@ -103,8 +128,8 @@ async def concurrent_calls(ctx: Context) -> list[Row]:
             for run in range(runs):
                 for side in order(run):
                     tag = f"{side}-{size}-{run}"
-                    results[side].append(await _worker(server, side, size, tag, idle, heap=False))
-                    heaps[side].append(await _worker(server, side, size, f"{tag}-heap", 0.0, heap=True))
+                    results[side].append(await _measured(ctx, server, side, size, tag, idle, heap=False))
+                    heaps[side].append(await _measured(ctx, server, side, size, f"{tag}-heap", 0.0, heap=True))
             rows += _rows(size, results, heaps)
             medians = {side: statistics.median(r["cpu_s"] for r in results[side]) for side in results}
             log(f"calls: {size} concurrent, {runs} runs each (idle CPU s: {medians})")

@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from livekit import rtc
 
@@ -24,9 +24,11 @@ SIDES = ("rtcstack", "raw")
 
 @dataclass(frozen=True)
 class Context:
-    """How much to measure: ``quick`` takes a few runs of everything (a smoke test, not figures to quote)."""
+    """How much to measure (``quick``: a few runs of everything, a smoke test, not figures to quote)."""
 
     quick: bool
+    remarks: list[str] = field(default_factory=list)
+    """What went wrong or was unusual in this run, for the notes under the table."""
 
     def runs(self, full: int, quick: int) -> int:
         return quick if self.quick else full

@@ -139,6 +139,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.stdin.read())
     json.dump(asyncio.run(run(spec)), sys.stdout)
+    sys.stdout.flush()  # before the interpreter's exit, where the SDK has been seen to abort (a Rust panic)
 
 
 if __name__ == "__main__":
