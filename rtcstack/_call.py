@@ -248,6 +248,11 @@ class Call(EventEmitter):
             error.__cause__ = exc
             self._fail_waiter(error)
             self._feed(ConnectFailed(reason))
+        except Exception as exc:  # an error the SDK does not document: fail now, not at the deadline
+            error = ConnectError(f"connect failed: {type(exc).__name__}: {self._scrub(str(exc))}", reason="unknown")
+            error.__cause__ = exc
+            self._fail_waiter(error)
+            self._feed(ConnectFailed("unknown"))
 
     async def disconnect(self) -> None:
         """Leave the call (reason `"client_initiated"`); idempotent. Returns when nothing of it is running."""
@@ -552,6 +557,9 @@ class Call(EventEmitter):
             if reason == "token_expired" and self._refresher is not None:
                 transient = True
             self._feed(RejoinFailed(reason, transient, time.monotonic()))
+        except Exception as exc:  # an error the SDK does not document: retry by the policy rather than go silent
+            logger.warning("rejoin attempt %d failed: %s: %s", step.attempt, type(exc).__name__, self._scrub(str(exc)))
+            self._feed(RejoinFailed("unknown", True, time.monotonic()))
 
     # -- tokens ------------------------------------------------------------------------------------------------
 

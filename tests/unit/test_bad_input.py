@@ -8,15 +8,22 @@ gives it, so a test decides when a connect ends, fails or hangs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 from livekit import api, rtc
 
-from rtcstack import CallOptions
+from rtcstack import (
+    CallOptions,
+    ConnectError,
+    ReconnectPolicy,
+)
 from rtcstack._call import Call
 from rtcstack._tokens import decode_token
 
@@ -121,6 +128,87 @@ def record(call: Call, *names: str) -> list[tuple[Any, ...]]:
     return seen
 
 
+def forge(**claims: Any) -> str:
+    """A signed token with exactly these claims (``AccessToken`` always sets ``nbf`` to now)."""
+    return pyjwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+GOOD = mint()
+HEADER, PAYLOAD, SIGNATURE = GOOD.split(".")
+SOON = int(time.time()) + 600
+
+
+# -- create_call: URL ------------------------------------------------------------------------------------------
+
+
+# -- create_call: token ----------------------------------------------------------------------------------------
+
+
+# -- options ---------------------------------------------------------------------------------------------------
+
+
+# -- refresher -------------------------------------------------------------------------------------------------
+
+
+def _raises() -> str:
+    raise RuntimeError("auth backend down")
+
+
+async def _async_raises() -> str:
+    raise RuntimeError("auth backend down")
+
+
+REFRESHERS: list[Any] = [
+    pytest.param(lambda: _raises, "token refresher raised RuntimeError", id="raises"),
+    pytest.param(lambda: _async_raises, "token refresher raised RuntimeError", id="async-raises"),
+    pytest.param(lambda: lambda: None, "token refresher returned NoneType, not str", id="None"),
+    pytest.param(lambda: lambda: mint().encode(), "token refresher returned bytes, not str", id="bytes"),
+    pytest.param(lambda: lambda: 42, "token refresher returned int, not str", id="int"),
+    pytest.param(lambda: lambda: "", "token refresher returned an empty token", id="empty"),
+    pytest.param(lambda: lambda: "garbage", "refreshed token is invalid: token is not a JWT", id="garbage"),
+    pytest.param(lambda: lambda: mint("mallory"), "refreshed token is for another identity", id="identity"),
+    pytest.param(lambda: lambda: mint(room="elsewhere"), "refreshed token is for another room", id="room"),
+    pytest.param(lambda: lambda: mint(ttl=-60), "does not expire later than the current one", id="older"),
+]
+
+
+class Clock:
+    """A clock the test moves; starts now."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+# -- handlers and event names ----------------------------------------------------------------------------------
+
+
+def _sync_raises(*args: object) -> None:
+    raise RuntimeError("handler bug")
+
+
+async def _async_handler_raises(*args: object) -> None:
+    await asyncio.sleep(0)
+    raise RuntimeError("handler bug")
+
+
+def _takes_three(a: object, b: object, c: object) -> None:
+    """No event has three arguments: each call is a TypeError inside the emitter."""
+
+
+def _raises_cancelled(*args: object) -> None:
+    raise asyncio.CancelledError
+
+
+# -- methods in the wrong state --------------------------------------------------------------------------------
+
+
 # -- the SDK misbehaves ------------------------------------------------------------------------------------------
 
 
@@ -144,3 +232,39 @@ async def test_a_cancelled_connect_never_leaves_the_call_connected(ticks: int) -
     else:
         assert call.connection_state == "connected"
         await call.disconnect()
+
+
+async def test_an_undocumented_sdk_error_fails_connect_at_once() -> None:
+    """Not a `livekit.rtc.ConnectError` (the SDK raises bare Exceptions, e.g. "participant already exists"): the
+    connect fails now with a `ConnectError`, instead of waiting for the deadline and calling it a timeout."""
+
+    async def breaks(room: FakeRoom) -> None:
+        raise RuntimeError("participant already exists")
+
+    call = make_call(Rooms(breaks))
+    with pytest.raises(ConnectError) as info:
+        await call.connect(timeout=1.0)
+    assert type(info.value) is ConnectError and info.value.reason == "unknown"
+    assert str(info.value) == "connect failed: RuntimeError: participant already exists"
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert call.disconnect_reason == "unknown"
+    await call.disconnect()
+
+
+async def test_an_undocumented_sdk_error_during_a_rejoin_is_retried(caplog: pytest.LogCaptureFixture) -> None:
+    """A rejoin that dies of an unexpected error must not leave the call silent in "reconnecting" forever."""
+
+    async def breaks(room: FakeRoom) -> None:
+        raise RuntimeError("participant already exists")
+
+    rooms = Rooms(None, breaks, None)
+    call = make_call(rooms, reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0))
+    seen = record(call, "reconnecting", "reconnected", "disconnected")
+    await call.connect()
+    reconnected = asyncio.ensure_future(call.wait_for("reconnected", timeout=5))
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    await reconnected
+    assert seen == [("reconnecting", 1), ("reconnecting", 2), ("reconnected",)]
+    assert "rejoin attempt 1 failed: RuntimeError: participant already exists" in caplog.text
+    assert call.room is rooms.made[2]  # type: ignore[comparison-overlap]  # a fake Room
+    await call.disconnect()
