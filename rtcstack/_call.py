@@ -57,6 +57,8 @@ logger = logging.getLogger("rtcstack")
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 _STATUS = re.compile(r"\b([45]\d\d)\b")
 _REFRESH_RETRY_MAX = 30.0
+_SDK_CONNECT_GRACE = 30.0
+"""Seconds past its 3 attempts of `connect_timeout` each that a Room's connect may take before it is abandoned."""
 _T = TypeVar("_T")
 
 
@@ -150,6 +152,7 @@ class Call(EventEmitter):
         self._speaking: frozenset[str] = frozenset()
         self._last_room: RoomLike | None = None
         self._room_connect: asyncio.Future[None] | None = None
+        self._room_budget = 0.0
         self._connect_waiter: asyncio.Future[None] | None = None
         self._rejoin_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[bool] | None = None
@@ -333,6 +336,7 @@ class Call(EventEmitter):
         room = self._room_factory()
         self._room = self._last_room = room
         self._attach(room)
+        self._room_budget = budget
         task = self._room_connect = asyncio.ensure_future(room.connect(self._url, token, self._room_options(budget)))
         try:
             await asyncio.wait_for(asyncio.shield(task), budget)
@@ -353,9 +357,17 @@ class Call(EventEmitter):
         if self._room is room:
             self._room = None
 
+        bound = 3 * self._room_budget + _SDK_CONNECT_GRACE
+
         async def close() -> None:
             if connecting is not None:
-                await asyncio.wait([connecting])
+                await asyncio.wait([connecting], timeout=bound)
+                if not connecting.done():
+                    # Seen with livekit 1.2.1: a Room.connect() whose result never comes (connects cancelled as the
+                    # same identity joins again). Waiting on, the Room is never closed and disconnect() never returns.
+                    logger.warning("Room.connect() did not end within %g s; abandoned", bound)
+                    connecting.cancel()
+                    return
                 if connecting.cancelled() or connecting.exception() is not None:
                     return
             await room.disconnect()

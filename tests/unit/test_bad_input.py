@@ -22,7 +22,9 @@ from livekit import api, rtc
 from rtcstack import (
     CallOptions,
     ConnectError,
+    ConnectTimeoutError,
     ReconnectPolicy,
+    _call,
 )
 from rtcstack._call import Call
 from rtcstack._tokens import decode_token
@@ -268,3 +270,27 @@ async def test_an_undocumented_sdk_error_during_a_rejoin_is_retried(caplog: pyte
     assert "rejoin attempt 1 failed: RuntimeError: participant already exists" in caplog.text
     assert call.room is rooms.made[2]  # type: ignore[comparison-overlap]  # a fake Room
     await call.disconnect()
+
+
+async def test_a_room_connect_that_never_ends_is_abandoned(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SDK's connect never returns (seen with livekit 1.2.1): past its own attempts and a grace period the
+    call cancels it, so disconnect() returns and no task of the call is left."""
+    monkeypatch.setattr(_call, "_SDK_CONNECT_GRACE", 0.05)
+    abandoned = asyncio.Event()
+
+    async def never_ends(room: FakeRoom) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            abandoned.set()
+
+    rooms = Rooms(never_ends)
+    call = make_call(rooms)
+    with pytest.raises(ConnectTimeoutError):
+        await call.connect(timeout=0.01)
+    await asyncio.wait_for(call.disconnect(), 5)
+    assert abandoned.is_set() and call._tasks == set()
+    assert rooms.made[0].disconnects == 0
+    assert "Room.connect() did not end within 0.08 s; abandoned" in caplog.text
