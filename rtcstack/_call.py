@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -78,9 +79,13 @@ def normalize_url(url: object) -> str:
     """Check a LiveKit URL and return it with a ws/wss scheme (http/https are converted)."""
     if not isinstance(url, str) or not url:
         raise ConfigError("url must be a non-empty string")
-    if any(c.isspace() for c in url):
-        raise ConfigError("url must not contain whitespace")
-    parts = urlsplit(url)
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise ConfigError("url must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (parsed on access: raises ValueError for a port that is not 0-65535)
+    except ValueError as exc:
+        raise ConfigError(f"url is malformed: {exc}") from None
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         shown = parts.scheme or "(none)"
@@ -211,9 +216,11 @@ class Call(EventEmitter):
         On failure, timeout or cancellation the call ends in `"disconnected"` and its Room is closed in the
         background; `disconnect()` waits for that.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+        ):
+            raise ConfigError("timeout must be a positive, finite number of seconds")
         budget = self._options.connect_timeout if timeout is None else timeout
-        if budget <= 0:
-            raise ConfigError("timeout must be > 0")
         self._feed(ConnectRequested())
         loop = asyncio.get_running_loop()
         waiter = self._connect_waiter = loop.create_future()

@@ -67,7 +67,7 @@ def _b64url_json(segment: str, part: str) -> Any:
         raise TokenError(f"token {part} is not base64url") from None
     try:
         return jsonlib.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
         raise TokenError(f"token {part} is not JSON") from None
 
 
@@ -99,6 +99,8 @@ def decode_token(token: object) -> TokenClaims:
         raise TokenError(f"token is not a JWT: expected 3 dot-separated parts, got {len(parts)}")
     header = _b64url_json(parts[0], "header")
     payload = _b64url_json(parts[1], "payload")
+    if not parts[2] or not _B64URL.fullmatch(parts[2]):  # e.g. a newline left from reading a file
+        raise TokenError("token signature is not base64url")
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise TokenError("token header and payload must be JSON objects")
     expires_at = _timestamp(payload, "exp")

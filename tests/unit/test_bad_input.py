@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,13 @@ from livekit import api, rtc
 
 from rtcstack import (
     CallOptions,
+    ConfigError,
     ConnectError,
     ConnectTimeoutError,
     ReconnectPolicy,
+    TokenError,
     _call,
+    create_call,
 )
 from rtcstack._call import Call
 from rtcstack._tokens import decode_token
@@ -147,10 +151,96 @@ SOON = int(time.time()) + 600
 # -- create_call: URL ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        pytest.param("", "url must be a non-empty string", id="empty"),
+        pytest.param(None, "url must be a non-empty string", id="None"),
+        pytest.param(7880, "url must be a non-empty string", id="int"),
+        pytest.param(b"wss://example.com", "url must be a non-empty string", id="bytes"),
+        pytest.param("ftp://example.com", "url scheme must be ws, wss, http or https, not ftp", id="ftp"),
+        pytest.param("example.com", r"url scheme must be ws, wss, http or https, not \(none\)", id="no-scheme"),
+        pytest.param("localhost:7880", "url scheme must be ws, wss, http or https, not localhost", id="host-port"),
+        pytest.param("ws://", "url has no host", id="no-host"),
+        pytest.param("wss:///rtc", "url has no host", id="path-only"),
+        pytest.param("ws://:7880", "url has no host", id="port-only"),
+        pytest.param("ws://exa mple.com", "url must not contain whitespace or control characters", id="space"),
+        pytest.param(" wss://example.com", "url must not contain whitespace or control characters", id="lead"),
+        pytest.param("wss://example.com\n", "url must not contain whitespace or control characters", id="newline"),
+        pytest.param("wss://exa\x00mple.com", "url must not contain whitespace or control characters", id="nul"),
+        pytest.param("ws://[::1", "url is malformed: Invalid IPv6 URL", id="ipv6"),
+        pytest.param("ws://example.com:port", "url is malformed: Port could not be cast", id="port-text"),
+        pytest.param("ws://example.com:65536", "url is malformed: Port out of range", id="port-range"),
+    ],
+)
+def test_bad_url_is_a_config_error(url: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_call(url, GOOD)
+
+
+@pytest.mark.parametrize(
+    ("url", "normalized"),
+    [
+        ("http://localhost:7880", "ws://localhost:7880"),
+        ("HTTPS://example.com/lk", "wss://example.com/lk"),
+        ("ws://[::1]:7880", "ws://[::1]:7880"),
+    ],
+)
+def test_http_urls_become_websocket_urls(url: str, normalized: str) -> None:
+    assert create_call(url, GOOD)._url == normalized
+
+
 # -- create_call: token ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        pytest.param("", "token is empty", id="empty"),
+        pytest.param("  ", "token is empty", id="blank"),
+        pytest.param(None, "token must be a str, not NoneType", id="None"),
+        pytest.param(GOOD.encode(), "token must be a str, not bytes", id="bytes"),
+        pytest.param("not-a-jwt", "token is not a JWT: expected 3 dot-separated parts, got 1", id="not-a-jwt"),
+        pytest.param(f"Bearer {GOOD}", "token header is not base64url", id="bearer-prefix"),
+        pytest.param(f"{HEADER}.{PAYLOAD[:-3]}!!!.{SIGNATURE}", "token payload is not base64url", id="bad-base64"),
+        pytest.param(f"{HEADER}.{b64(b'{oops')}.{SIGNATURE}", "token payload is not JSON", id="not-json"),
+        pytest.param(f"{HEADER}.{b64(b'[' * 100_000)}.{SIGNATURE}", "token payload is not JSON", id="deep-json"),
+        pytest.param(f"{GOOD}\n", "token signature is not base64url", id="trailing-newline"),
+        pytest.param(f"{HEADER}.{PAYLOAD}.", "token signature is not base64url", id="unsigned"),
+        pytest.param(forge(sub="me", video={"room": "demo"}), "token has no 'exp' claim", id="no-exp"),
+        pytest.param(forge(sub="me", exp=SOON), "token has no 'video.room' grant", id="no-grant"),
+        pytest.param(
+            forge(sub="me", exp=SOON, video={"roomJoin": True}), "token has no 'video.room' grant", id="no-room"
+        ),
+        pytest.param(forge(exp=SOON, video={"room": "demo"}), r"token has no 'sub' \(identity\) claim", id="no-sub"),
+    ],
+)
+def test_bad_token_is_a_token_error(token: Any, message: str) -> None:
+    with pytest.raises(TokenError, match=message):
+        create_call(URL, token)
+
+
 # -- options ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "timeout",
+    [
+        pytest.param(0, id="zero"),
+        pytest.param(-1.0, id="negative"),
+        pytest.param(math.nan, id="nan"),
+        pytest.param(math.inf, id="inf"),
+        pytest.param("5", id="str"),
+        pytest.param(True, id="bool"),
+    ],
+)
+async def test_bad_connect_timeout_is_a_config_error_before_anything_starts(timeout: Any) -> None:
+    """inf and nan reach the SDK as ``int(timeout * 1000)`` (OverflowError, ValueError): refused here instead."""
+    rooms = Rooms()
+    call = make_call(rooms)
+    with pytest.raises(ConfigError, match="timeout must be a positive, finite number of seconds"):
+        await call.connect(timeout=timeout)
+    assert call.connection_state == "idle" and rooms.made == []
 
 
 # -- refresher -------------------------------------------------------------------------------------------------
