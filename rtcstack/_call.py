@@ -48,7 +48,15 @@ from ._machine import (
 from ._models import Participant, participant_from_sdk, track_info_from_sdk
 from ._options import CallOptions
 from ._roster import Roster
-from ._tokens import Refresher, TokenClaims, check_refreshed, decode_token, refresh_due, run_refresher
+from ._tokens import (
+    Refresher,
+    TokenClaims,
+    check_refreshed,
+    check_usable,
+    decode_token,
+    refresh_due,
+    run_refresher,
+)
 from ._vocab import ConnectionStateName, DisconnectReason, quality_from_sdk, reason_from_sdk
 
 __all__ = ["Call", "RoomLike", "classify_connect_error", "create_call", "normalize_url"]
@@ -561,8 +569,8 @@ class Call(EventEmitter):
         await asyncio.sleep(step.delay)
         try:
             token = await self._token_for_join()
-        except TokenError:
-            self._feed(DisconnectRequested("token_expired"))
+        except ConnectError as exc:
+            self._feed(DisconnectRequested(exc.reason))
             return
         try:
             await self._open_room(token, self._options.connect_timeout)
@@ -587,14 +595,16 @@ class Call(EventEmitter):
 
     async def _token_for_join(self) -> str:
         """The token to join with: refreshed first when it is inside the margin, if a refresher is set."""
-        now = self._clock()
-        if now < refresh_due(self._claims, self._options.token_refresh_margin):
-            return self._token
-        self._warn_expiry()
-        if self._refresher is not None:
-            await self._refresh()
-        if self._token_expired():
-            raise TokenExpiredError("the token has expired and no fresh token could be had")
+        if self._clock() >= refresh_due(self._claims, self._options.token_refresh_margin):
+            self._warn_expiry()
+            if self._refresher is not None:
+                await self._refresh()
+            if self._token_expired():
+                raise TokenExpiredError("the token has expired and no fresh token could be had")
+        try:
+            check_usable(self._claims, self._clock())
+        except TokenError as exc:  # its 'nbf' is in the future: the server would refuse it
+            raise _error_for(exc.reason or "auth_rejected", str(exc)) from None
         return self._token
 
     def _schedule_token_timer(self) -> None:

@@ -21,6 +21,7 @@ import pytest
 from livekit import api, rtc
 
 from rtcstack import (
+    AuthRejectedError,
     CallOptions,
     ConfigError,
     ConnectError,
@@ -218,6 +219,23 @@ def test_http_urls_become_websocket_urls(url: str, normalized: str) -> None:
 def test_bad_token_is_a_token_error(token: Any, message: str) -> None:
     with pytest.raises(TokenError, match=message):
         create_call(URL, token)
+
+
+async def test_token_not_valid_yet_fails_at_connect_before_any_room() -> None:
+    """The server refuses a token whose ``nbf`` is ahead of its clock (beyond a 10 s leeway for skew)."""
+    rooms = Rooms()
+    call = make_call(rooms, forge(sub="me", exp=SOON, nbf=int(time.time()) + 300, video={"room": "demo"}))
+    with pytest.raises(AuthRejectedError, match=r"token is not valid yet \(its 'nbf' is in the future\)"):
+        await call.connect()
+    assert rooms.made == [] and call.disconnect_reason == "auth_rejected"
+
+
+async def test_token_valid_within_the_leeway_connects() -> None:
+    rooms = Rooms()
+    call = make_call(rooms, forge(sub="me", exp=SOON, nbf=int(time.time()) + 5, video={"room": "demo"}))
+    await call.connect()
+    assert call.connection_state == "connected"
+    await call.disconnect()
 
 
 # -- options ---------------------------------------------------------------------------------------------------
