@@ -646,6 +646,8 @@ class Call(EventEmitter):
                     token = await run_refresher(refresher, timeout=self._options.token_refresh_timeout)
                     claims = check_refreshed(self._claims, token)
                 except TokenRefreshError as exc:
+                    if self._clock() < refresh_due(self._claims, self._options.token_refresh_margin):
+                        return True  # the token in use was refreshed meanwhile (LiveKit pushed one): nothing failed
                     self._emit("token_refresh_failed", exc)
                     left = (self._claims.expires_at - self._clock()).total_seconds()
                     if left <= 0:

@@ -296,6 +296,34 @@ class Clock:
         return self.now
 
 
+async def test_a_server_refresh_during_an_app_refresh_ends_it_quietly() -> None:
+    """LiveKit pushes a fresher token while the app's refresher is still working; the app's answer then expires
+    earlier than the token in use. Nothing failed: no `token_refresh_failed`, no second call of the refresher."""
+    clock, gate, calls = Clock(), asyncio.Event(), []
+
+    async def slow() -> str:
+        calls.append(1)
+        await gate.wait()
+        return mint(ttl=600)
+
+    rooms = Rooms()
+    call = make_call(rooms, mint(ttl=120), refresher=slow, clock=clock, token_refresh_margin=60)
+    seen = record(call, "token_refreshed", "token_refresh_failed")
+    await call.connect()
+    clock.now += timedelta(seconds=61)
+    call._on_token_due()  # the token timer fires
+    await asyncio.sleep(0.01)
+    room = rooms.made[0]
+    room._token = mint(ttl=3600)
+    room.emit("token_refreshed")
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert [name for name, *_ in seen] == ["token_refreshed"] and calls == [1]
+    assert call.token_expires_at == decode_token(room._token).expires_at
+    assert call._refresh_task is None
+    await call.disconnect()
+
+
 # -- handlers and event names ----------------------------------------------------------------------------------
 
 
