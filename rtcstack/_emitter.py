@@ -394,7 +394,7 @@ class EventEmitter:
                     self._set_entries(name, tuple(e for e in self._handlers.get(name, ()) if e is not entry))
                 try:
                     result = handler(*args)
-                except Exception:
+                except (Exception, asyncio.CancelledError):  # a plain call is never cancelled: its own bug too
                     logger.exception("%r handler %s raised", name, _describe(handler))
                     continue
                 if result is not None and inspect.isawaitable(result):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -342,6 +343,42 @@ def _takes_three(a: object, b: object, c: object) -> None:
 
 def _raises_cancelled(*args: object) -> None:
     raise asyncio.CancelledError
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(_sync_raises, id="raises"),
+        pytest.param(_async_handler_raises, id="async-raises"),
+        pytest.param(_takes_three, id="wrong-arity"),
+        pytest.param(_raises_cancelled, id="raises-CancelledError"),
+    ],
+)
+async def test_a_bad_handler_is_logged_and_breaks_nothing(bad: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Registered first on every lifecycle event, it must not stop the handlers after it nor the call."""
+    rooms = Rooms()
+    call = make_call(rooms, reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0))
+    names = ("state_changed", "connected", "reconnecting", "reconnected", "disconnected")
+    for name in names:
+        call.on(name, bad)  # type: ignore[call-overload]  # deliberately wrong for some events
+    seen = record(call, *names)
+    await call.connect()
+    rooms.made[0].emit("connection_state_changed", rtc.ConnectionState.CONN_RECONNECTING)
+    rooms.made[0].emit("connection_state_changed", rtc.ConnectionState.CONN_CONNECTED)
+    await call.disconnect()
+    assert [name for name, *_ in seen] == [
+        "state_changed",
+        "state_changed",
+        "connected",
+        "state_changed",
+        "reconnecting",
+        "state_changed",
+        "reconnected",
+        "state_changed",
+        "disconnected",
+    ]
+    errors = [r for r in caplog.records if r.name == "rtcstack" and r.levelno >= logging.ERROR]
+    assert len(errors) == len(seen) and all(bad.__qualname__ in r.getMessage() for r in errors)
 
 
 # -- methods in the wrong state --------------------------------------------------------------------------------
