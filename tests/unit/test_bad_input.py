@@ -11,6 +11,7 @@ import asyncio
 import base64
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any
 import jwt as pyjwt
 import pytest
 from livekit import api, rtc
+from pydantic import ValidationError
 
 from rtcstack import (
     AuthRejectedError,
@@ -27,8 +29,11 @@ from rtcstack import (
     ConfigError,
     ConnectError,
     ConnectTimeoutError,
+    InvalidStateError,
     ReconnectPolicy,
     TokenError,
+    TokenExpiredError,
+    TokenRefreshError,
     _call,
     create_call,
 )
@@ -222,6 +227,15 @@ def test_bad_token_is_a_token_error(token: Any, message: str) -> None:
         create_call(URL, token)
 
 
+async def test_expired_token_without_refresher_fails_at_connect_before_any_room() -> None:
+    rooms = Rooms()
+    call = make_call(rooms, mint(ttl=-5))
+    with pytest.raises(TokenExpiredError, match="the token has expired and no fresh token could be had") as info:
+        await call.connect()
+    assert isinstance(info.value, TokenError) and info.value.reason == "token_expired"
+    assert rooms.made == [] and call.disconnect_reason == "token_expired"
+
+
 async def test_token_not_valid_yet_fails_at_connect_before_any_room() -> None:
     """The server refuses a token whose ``nbf`` is ahead of its clock (beyond a 10 s leeway for skew)."""
     rooms = Rooms()
@@ -240,6 +254,44 @@ async def test_token_valid_within_the_leeway_connects() -> None:
 
 
 # -- options ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "field_name"),
+    [
+        pytest.param(lambda: CallOptions(connect_timeout=-1.0), "connect_timeout", id="connect_timeout<0"),
+        pytest.param(lambda: CallOptions(connect_timeout=0.0), "connect_timeout", id="connect_timeout=0"),
+        pytest.param(lambda: CallOptions(token_refresh_timeout=-1.0), "token_refresh_timeout", id="refresh<0"),
+        pytest.param(lambda: CallOptions(token_refresh_margin=-1.0), "token_refresh_margin", id="margin<0"),
+        pytest.param(lambda: CallOptions(connect_timeout=math.inf), "connect_timeout", id="connect_timeout=inf"),
+        pytest.param(lambda: CallOptions(connect_timeout="20"), "connect_timeout", id="connect_timeout=str"),
+        pytest.param(lambda: CallOptions(reconnect_policy=None), "reconnect_policy", id="unknown-option"),
+        pytest.param(lambda: ReconnectPolicy(initial_delay=5.0, max_delay=1.0), "max_delay", id="max<initial"),
+        pytest.param(lambda: ReconnectPolicy(multiplier=0.5), "multiplier", id="multiplier<1"),
+        pytest.param(lambda: ReconnectPolicy(max_attempts=0), "max_attempts", id="max_attempts=0"),
+        pytest.param(lambda: ReconnectPolicy(initial_delay=-1.0), "initial_delay", id="initial_delay<0"),
+        pytest.param(lambda: ReconnectPolicy(timeout=0.0), "timeout", id="policy-timeout=0"),
+        pytest.param(lambda: CallOptions(reconnect={"max_attempts": 0}), "max_attempts", id="nested"),
+    ],
+)
+def test_bad_options_are_refused_when_built(build: Callable[[], object], field_name: str) -> None:
+    """Options are pydantic models: a bad value raises ``pydantic.ValidationError`` where the options are built,
+    before ``create_call`` sees them. It is a ``ValueError`` (as ``ConfigError`` is) naming the field."""
+    with pytest.raises(ValueError, match=field_name) as info:
+        build()
+    assert isinstance(info.value, ValidationError)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"connect_timeout": 5.0}, "options must be a CallOptions", id="dict"),
+        pytest.param(ReconnectPolicy(), "options must be a CallOptions", id="a-policy"),
+    ],
+)
+def test_options_that_are_not_call_options_are_a_config_error(options: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        create_call(URL, GOOD, options=options)
 
 
 @pytest.mark.parametrize(
@@ -287,6 +339,45 @@ REFRESHERS: list[Any] = [
 ]
 
 
+@pytest.mark.parametrize(("make_refresher", "message"), REFRESHERS)
+async def test_bad_refresher_at_connect_is_reported_and_the_connect_fails(
+    make_refresher: Callable[[], Callable[[], Any]], message: str
+) -> None:
+    """The token has expired, so connect() asks the refresher first; a bad answer is a `token_refresh_failed`
+    event carrying a `TokenRefreshError`, then connect() fails with `TokenExpiredError` and no Room is made."""
+    rooms = Rooms()
+    call = make_call(rooms, mint(ttl=-5), refresher=make_refresher())
+    seen = record(call, "token_refresh_failed")
+    with pytest.raises(TokenExpiredError):
+        await call.connect()
+    [(_, error)] = seen
+    assert isinstance(error, TokenRefreshError) and re.search(message, str(error))
+    assert rooms.made == []
+
+
+async def test_a_refresher_that_hangs_is_cancelled_at_the_refresh_timeout() -> None:
+    cancelled = asyncio.Event()
+
+    async def hangs() -> str:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cancelled.set()
+        return "never"
+
+    call = make_call(Rooms(), mint(ttl=-5), refresher=hangs, token_refresh_timeout=0.05)
+    seen = record(call, "token_refresh_failed")
+    with pytest.raises(TokenExpiredError):
+        await call.connect()
+    assert str(seen[0][1]) == "token refresher did not answer within 0.05 s"
+    assert cancelled.is_set()
+
+
+def test_a_refresher_that_is_not_callable_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="token_refresher must be callable"):
+        create_call(URL, GOOD, token_refresher="https://auth.example.com/token")  # type: ignore[arg-type]
+
+
 class Clock:
     """A clock the test moves; starts now."""
 
@@ -295,6 +386,62 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+
+async def test_the_token_timer_and_a_rejoin_share_one_refresh() -> None:
+    """The token enters its margin (the timer starts a refresh) and the call loses its Room while the refresher
+    is still working: the rejoin waits for that same refresh, and joins with its token."""
+    clock, gate, calls = Clock(), asyncio.Event(), []
+    fresh = mint(ttl=900)
+
+    async def slow() -> str:
+        calls.append(clock.now)
+        await gate.wait()
+        return fresh
+
+    rooms = Rooms()
+    call = make_call(
+        rooms,
+        mint(ttl=120),
+        refresher=slow,
+        clock=clock,
+        token_refresh_margin=60,
+        reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0),
+    )
+    seen = record(call, "token_expired", "token_refreshed", "reconnected")
+    await call.connect()
+    clock.now += timedelta(seconds=61)
+    call._on_token_due()  # the token timer fires
+    await asyncio.sleep(0.01)
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    await asyncio.sleep(0.01)
+    assert len(calls) == 1 and len(rooms.made) == 1
+    gate.set()
+    await call.wait_for("reconnected", timeout=5)
+    assert len(calls) == 1 and rooms.made[1].tokens == [fresh]
+    assert [name for name, *_ in seen] == ["token_expired", "token_refreshed", "reconnected"]
+    await call.disconnect()
+
+
+async def test_the_token_timer_firing_twice_asks_the_refresher_once() -> None:
+    clock, gate, calls = Clock(), asyncio.Event(), []
+
+    async def slow() -> str:
+        calls.append(1)
+        await gate.wait()
+        return mint(ttl=900)
+
+    call = make_call(Rooms(), mint(ttl=120), refresher=slow, clock=clock, token_refresh_margin=60)
+    await call.connect()
+    clock.now += timedelta(seconds=61)
+    call._on_token_due()  # the token timer fires
+    await asyncio.sleep(0.01)
+    call._on_token_due()  # and again, while the first refresh is running
+    await asyncio.sleep(0.01)
+    gate.set()
+    await call.wait_for("token_refreshed", timeout=5)
+    assert calls == [1]
+    await call.disconnect()
 
 
 async def test_a_server_refresh_during_an_app_refresh_ends_it_quietly() -> None:
@@ -381,7 +528,100 @@ async def test_a_bad_handler_is_logged_and_breaks_nothing(bad: Any, caplog: pyte
     assert len(errors) == len(seen) and all(bad.__qualname__ in r.getMessage() for r in errors)
 
 
+@pytest.mark.parametrize("handler", [None, 42, "print"], ids=["None", "int", "str"])
+def test_a_handler_that_is_not_callable_is_a_config_error(handler: Any) -> None:
+    call = make_call(Rooms())
+    if handler is None:
+        with pytest.raises(ConfigError, match="handler for 'connected' must be callable, got NoneType"):
+            call.on("connected")(handler)
+    else:
+        with pytest.raises(
+            ConfigError, match=f"handler for 'connected' must be callable, got {type(handler).__name__}"
+        ):
+            call.on("connected", handler)
+
+
+@pytest.mark.parametrize(
+    "register",
+    [
+        pytest.param(lambda call: call.on("nope", print), id="on"),
+        pytest.param(lambda call: call.on("nope"), id="on-as-decorator"),
+        pytest.param(lambda call: call.once("nope", print), id="once"),
+        pytest.param(lambda call: call.off("nope"), id="off"),
+        pytest.param(lambda call: call.on("Connected", print), id="wrong-case"),
+    ],
+)
+def test_an_unknown_event_name_is_a_config_error_at_registration(register: Callable[[Call], object]) -> None:
+    call = make_call(Rooms())
+    with pytest.raises(ConfigError, match=r"unknown event name '(nope|Connected)'; expected one of: state_changed"):
+        register(call)
+
+
+async def test_wait_for_an_unknown_event_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown event name 'nope'"):
+        await make_call(Rooms()).wait_for("nope")  # type: ignore[arg-type]  # deliberately unknown
+
+
 # -- methods in the wrong state --------------------------------------------------------------------------------
+
+
+def test_room_before_connect_is_an_invalid_state_error() -> None:
+    with pytest.raises(InvalidStateError, match=r"the call has no Room before connect\(\)"):
+        _ = make_call(Rooms()).room
+
+
+async def test_connect_while_connected_is_an_invalid_state_error() -> None:
+    call = make_call(Rooms())
+    await call.connect()
+    with pytest.raises(InvalidStateError, match=r"connect\(\) called while connected"):
+        await call.connect()
+    with pytest.raises(InvalidStateError, match=r"connect\(\) called while connected"):
+        async with call:
+            pass
+    assert call.connection_state == "connected"
+    await call.disconnect()
+
+
+async def test_connect_while_connecting_fails_and_the_first_connect_completes() -> None:
+    gate = asyncio.Event()
+
+    async def waits(room: FakeRoom) -> None:
+        await gate.wait()
+
+    call = make_call(Rooms(waits))
+    first = asyncio.ensure_future(call.connect())
+    await asyncio.sleep(0)
+    with pytest.raises(InvalidStateError, match=r"connect\(\) called while connecting"):
+        await call.connect()
+    gate.set()
+    await first
+    assert call.connection_state == "connected"
+    await call.disconnect()
+
+
+async def test_connect_while_reconnecting_is_an_invalid_state_error() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    await call.connect()
+    rooms.made[0].emit("connection_state_changed", rtc.ConnectionState.CONN_RECONNECTING)
+    with pytest.raises(InvalidStateError, match=r"connect\(\) called while reconnecting"):
+        await call.connect()
+    await call.disconnect()
+
+
+async def test_disconnect_before_connect_does_nothing_and_connect_after_disconnect_starts_anew() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    seen = record(call, "state_changed")
+    await call.disconnect()
+    assert call.connection_state == "idle" and seen == [] and call.disconnect_reason is None
+    await call.connect()
+    await call.disconnect()
+    await call.connect()
+    assert call.connection_state == "connected" and call.disconnect_reason is None
+    assert call.room is rooms.made[1]  # type: ignore[comparison-overlap]  # a fake Room
+    await call.disconnect()
+    assert [room.disconnects for room in rooms.made] == [1, 1]
 
 
 # -- the SDK misbehaves ------------------------------------------------------------------------------------------
