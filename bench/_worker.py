@@ -139,7 +139,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.stdin.read())
     json.dump(asyncio.run(run(spec)), sys.stdout)
-    sys.stdout.flush()  # before the interpreter's exit, where the SDK has been seen to abort (a Rust panic)
+    sys.stdout.flush()
+    os._exit(0)  # skip the interpreter's finalization, where livekit's native threads can abort it (a Rust panic)
 
 
 if __name__ == "__main__":
