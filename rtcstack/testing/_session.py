@@ -182,7 +182,9 @@ class Session:
             await self._answer(join.publisher_offer)
         if not self.single_pc:
             await self._offer_subscriber()
-        if self.config.token_refresh_interval is not None:
+        if self.closed:  # replaced or removed while answering: close what was made after _shutdown looked
+            await self._close_peers()
+        elif self.config.token_refresh_interval is not None:
             self.refresh_token(max(600.0, self.config.token_refresh_interval * 2))
             self._refresher = asyncio.create_task(self._refresh_periodically(self.config.token_refresh_interval))
         await self._serve(channel)
@@ -425,6 +427,9 @@ class Session:
                 await self._refresher
         if channel is not None:
             await channel.wait_closed()
+        await self._close_peers()
+
+    async def _close_peers(self) -> None:
         for peer in (self._publisher, self._subscriber):
             if peer is not None:
                 await peer.close()

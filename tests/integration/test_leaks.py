@@ -1,0 +1,51 @@
+"""Nothing is left behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from rtcstack.testing import LoopbackServer
+from rtcstack.testing._session import Session
+
+
+async def test_a_session_replaced_while_joining_leaves_no_refresher_and_no_peer(
+    server: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same identity joins again while the server is still making the first join's offer: the first session
+    is closed then, and what its join makes afterwards (the peer connection, the periodic token refresh) must be
+    closed too, or nobody ever stops it."""
+    gate, offered = asyncio.Event(), asyncio.Event()
+    sessions: list[Session] = []
+    offer: Callable[[Session], Awaitable[None]] = Session._offer_subscriber
+
+    async def first_offer_waits(session: Session) -> None:
+        sessions.append(session)
+        if len(sessions) == 1:
+            await gate.wait()
+        await offer(session)
+        if session is sessions[0]:
+            offered.set()  # the join goes on from here in this same step: the test wakes after it
+
+    monkeypatch.setattr(Session, "_offer_subscriber", first_offer_waits)
+    url = f"{server.url}/rtc?sdk=python&protocol=16"  # legacy mode: the server offers, with no SDP from us
+    headers = {"Authorization": f"Bearer {server.token('alice', room='demo')}"}
+    async with aiohttp.ClientSession() as http:
+        first = await http.ws_connect(url, headers=headers)
+        while not sessions:  # noqa: ASYNC110  (the server's side of the join has no event to wait on)
+            await asyncio.sleep(0.01)
+        second = await http.ws_connect(url, headers=headers)
+        await second.receive_bytes()  # its JoinResponse: the first session is closed by now
+        assert sessions[0].closed
+        gate.set()
+        await offered.wait()
+        await sessions[0].aclose()
+        assert [t for t in asyncio.all_tasks() if "_refresh_periodically" in repr(t.get_coro())] == [
+            sessions[1]._refresher
+        ]
+        assert sessions[0]._subscriber is not None and sessions[0]._subscriber.connection_state == "closed"
+        await first.close()
+        await second.close()
