@@ -80,6 +80,7 @@ class FakeRoom:
         self.remote_participants: dict[str, FakeParticipant] = {}
         self.script = script
         self.tokens: list[str] = []
+        self._token: str | None = None  # where the SDK keeps a token LiveKit pushed
         self.disconnects = 0
 
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
@@ -132,6 +133,11 @@ def make_call(
         room_factory=rooms,
         **extra,
     )
+
+
+def room_of(call: Call) -> object:
+    """``call.room``, typed for comparing with a FakeRoom."""
+    return call.room
 
 
 def record(call: Call, *names: str) -> list[tuple[Any, ...]]:
@@ -264,14 +270,26 @@ async def test_token_valid_within_the_leeway_connects() -> None:
         pytest.param(lambda: CallOptions(token_refresh_timeout=-1.0), "token_refresh_timeout", id="refresh<0"),
         pytest.param(lambda: CallOptions(token_refresh_margin=-1.0), "token_refresh_margin", id="margin<0"),
         pytest.param(lambda: CallOptions(connect_timeout=math.inf), "connect_timeout", id="connect_timeout=inf"),
-        pytest.param(lambda: CallOptions(connect_timeout="20"), "connect_timeout", id="connect_timeout=str"),
-        pytest.param(lambda: CallOptions(reconnect_policy=None), "reconnect_policy", id="unknown-option"),
+        pytest.param(
+            lambda: CallOptions(connect_timeout="20"),  # type: ignore[arg-type]  # deliberately wrong
+            "connect_timeout",
+            id="connect_timeout=str",
+        ),
+        pytest.param(
+            lambda: CallOptions(reconnect_policy=None),  # type: ignore[call-arg]  # deliberately unknown
+            "reconnect_policy",
+            id="unknown-option",
+        ),
         pytest.param(lambda: ReconnectPolicy(initial_delay=5.0, max_delay=1.0), "max_delay", id="max<initial"),
         pytest.param(lambda: ReconnectPolicy(multiplier=0.5), "multiplier", id="multiplier<1"),
         pytest.param(lambda: ReconnectPolicy(max_attempts=0), "max_attempts", id="max_attempts=0"),
         pytest.param(lambda: ReconnectPolicy(initial_delay=-1.0), "initial_delay", id="initial_delay<0"),
         pytest.param(lambda: ReconnectPolicy(timeout=0.0), "timeout", id="policy-timeout=0"),
-        pytest.param(lambda: CallOptions(reconnect={"max_attempts": 0}), "max_attempts", id="nested"),
+        pytest.param(
+            lambda: CallOptions(reconnect={"max_attempts": 0}),  # type: ignore[arg-type]  # a dict is validated too
+            "max_attempts",
+            id="nested",
+        ),
     ],
 )
 def test_bad_options_are_refused_when_built(build: Callable[[], object], field_name: str) -> None:
@@ -533,7 +551,7 @@ def test_a_handler_that_is_not_callable_is_a_config_error(handler: Any) -> None:
     call = make_call(Rooms())
     if handler is None:
         with pytest.raises(ConfigError, match="handler for 'connected' must be callable, got NoneType"):
-            call.on("connected")(handler)
+            call.on("connected")(handler)  # type: ignore[type-var]  # deliberately not callable
     else:
         with pytest.raises(
             ConfigError, match=f"handler for 'connected' must be callable, got {type(handler).__name__}"
@@ -614,12 +632,12 @@ async def test_disconnect_before_connect_does_nothing_and_connect_after_disconne
     call = make_call(rooms)
     seen = record(call, "state_changed")
     await call.disconnect()
-    assert call.connection_state == "idle" and seen == [] and call.disconnect_reason is None
+    assert (call.connection_state, call.disconnect_reason, seen) == ("idle", None, [])
     await call.connect()
     await call.disconnect()
     await call.connect()
-    assert call.connection_state == "connected" and call.disconnect_reason is None
-    assert call.room is rooms.made[1]  # type: ignore[comparison-overlap]  # a fake Room
+    assert (call.connection_state, call.disconnect_reason) == ("connected", None)
+    assert room_of(call) is rooms.made[1]
     await call.disconnect()
     assert [room.disconnects for room in rooms.made] == [1, 1]
 
@@ -681,7 +699,7 @@ async def test_an_undocumented_sdk_error_during_a_rejoin_is_retried(caplog: pyte
     await reconnected
     assert seen == [("reconnecting", 1), ("reconnecting", 2), ("reconnected",)]
     assert "rejoin attempt 1 failed: RuntimeError: participant already exists" in caplog.text
-    assert call.room is rooms.made[2]  # type: ignore[comparison-overlap]  # a fake Room
+    assert room_of(call) is rooms.made[2]
     await call.disconnect()
 
 
