@@ -242,7 +242,12 @@ class Session:
                     logger.info("%r: %s; closing the socket", self, exc)
                     channel.finish()
                     break
-                await self._handle(request)
+                try:
+                    await self._handle(request)
+                except ValueError as exc:  # an SDP aiortc refuses: closed, as an undecodable frame is
+                    logger.info("%r: refused a %s: %s; closing the socket", self, request.WhichOneof("message"), exc)
+                    channel.finish()
+                    break
         finally:
             if self._channel is channel:
                 channel.finish()
