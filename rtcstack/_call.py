@@ -66,6 +66,8 @@ logger = logging.getLogger("rtcstack")
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 _STATUS = re.compile(r"\b([45]\d\d)\b")
 _REFRESH_RETRY_MAX = 30.0
+_UNEXPLAINED_LEAVE_GRACE = 0.25
+"""Seconds a leave with no disconnect reason waits before it is applied (see `Call._on_participant_disconnected`)."""
 _SDK_CONNECT_GRACE = 30.0
 """Seconds past its 3 attempts of `connect_timeout` each that a Room's connect may take before it is abandoned."""
 _T = TypeVar("_T")
@@ -170,6 +172,7 @@ class Call(EventEmitter):
         self._rejoin_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[bool] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending_leaves: dict[str, asyncio.TimerHandle] = {}
         self._token_timer: asyncio.TimerHandle | None = None
         self._warned_for: datetime | None = None
 
@@ -327,6 +330,9 @@ class Call(EventEmitter):
         if self._token_timer is not None:
             self._token_timer.cancel()
             self._token_timer = None
+        for handle in self._pending_leaves.values():
+            handle.cancel()
+        self._pending_leaves.clear()
         if self._room is not None:
             self._retire(self._room, self._room_connect)
         self._roster.clear()
@@ -476,11 +482,19 @@ class Call(EventEmitter):
         self._run(self._roster.join(self._snapshot(participant, is_local=False)))
 
     def _on_participant_disconnected(self, participant: Any) -> None:
-        # A full restart makes the SDK report everyone as gone just before RECONNECTING, in the same loop iteration
-        # (measured with livekit 1.2.1), so a leave is applied one iteration later, unless a reconnect began.
-        asyncio.get_running_loop().call_soon(self._apply_leave, participant.identity, self._room)
+        # A full restart makes the SDK report everyone as gone, with no disconnect reason, just before RECONNECTING
+        # (measured with livekit 1.2.1: the same loop iteration when idle, later under load). A leave the server gave
+        # a reason for is real and applied at once; one without waits a moment, in case a reconnect begins.
+        delay = 0.0 if participant.disconnect_reason else _UNEXPLAINED_LEAVE_GRACE
+        identity = participant.identity
+        earlier = self._pending_leaves.pop(identity, None)
+        if earlier is not None:
+            earlier.cancel()
+        loop = asyncio.get_running_loop()
+        self._pending_leaves[identity] = loop.call_later(delay, self._apply_leave, identity, self._room)
 
     def _apply_leave(self, identity: str, room: RoomLike | None) -> None:
+        self._pending_leaves.pop(identity, None)
         if room is self._room and room is not None and identity not in room.remote_participants:
             self._run(self._roster.leave(identity))
 

@@ -58,6 +58,7 @@ class FakeParticipant:
     track_publications: dict[str, FakePublication] = field(default_factory=dict)
     joined_at: datetime | None = None
     connection_quality: int = rtc.ConnectionQuality.QUALITY_UNKNOWN
+    disconnect_reason: int | None = None
 
 
 class FakeRoom:
@@ -267,6 +268,7 @@ async def test_roster_quality_tracks_and_data() -> None:
     assert call.participants[0].connection_quality == "poor" and call.participants[0].is_speaking
     assert call.participants[0].tracks[0].muted
     del room.remote_participants["bob"]
+    bob.disconnect_reason = rtc.DisconnectReason.CLIENT_INITIATED
     room.emit("participant_disconnected", bob)
     await settle()
     await call.disconnect()
@@ -295,12 +297,13 @@ async def test_sdk_resume_is_reconnecting_one_and_holds_the_roster() -> None:
     room = rooms.made[0]
     ann = room.add("ann")
     room.emit("participant_connected", ann)
-    # a full restart reports everyone gone just before RECONNECTING, then re-announces them; cid joins for real
+    # a full restart reports everyone gone (no reason) before RECONNECTING, then re-announces them; cid joins
     del room.remote_participants["ann"]
     room.emit("participant_disconnected", ann)
+    await settle()  # under load RECONNECTING may come some loop iterations later
     room.emit("connection_state_changed", RECONNECTING)
     assert call.reconnect_attempt == 1
-    await settle()
+    await asyncio.sleep(0.3)
     room.remote_participants["ann"] = ann
     room.emit("participant_connected", ann)
     room.emit("participant_connected", room.add("cid"))
@@ -452,12 +455,12 @@ async def test_participants_present_at_connect_are_seeded_without_events() -> No
     assert call.participants == []
 
 
-async def test_a_real_leave_is_applied_one_iteration_later() -> None:
+async def test_a_leave_with_a_reason_is_applied_one_iteration_later() -> None:
     rooms = Rooms()
     call = make_call(rooms)
     await call.connect()
     room = rooms.made[0]
-    bob = room.add("bob")
+    bob = room.add("bob", disconnect_reason=rtc.DisconnectReason.CLIENT_INITIATED)
     room.emit("participant_connected", bob)
     del room.remote_participants["bob"]
     room.emit("participant_disconnected", bob)
@@ -465,6 +468,25 @@ async def test_a_real_leave_is_applied_one_iteration_later() -> None:
     await settle()
     assert call.participants == []
     await call.disconnect()
+
+
+async def test_a_leave_without_a_reason_waits_out_a_possible_restart() -> None:
+    rooms = Rooms()
+    call = make_call(rooms)
+    left = record(call, "participant_left")
+    await call.connect()
+    room = rooms.made[0]
+    ann, bob = room.add("ann"), room.add("bob")
+    room.emit("participant_connected", ann)
+    room.emit("participant_connected", bob)
+    del room.remote_participants["ann"]
+    room.emit("participant_disconnected", ann)
+    await asyncio.sleep(0.3)
+    assert [p.identity for p in call.participants] == ["bob"] and len(left) == 1
+    del room.remote_participants["bob"]
+    room.emit("participant_disconnected", bob)
+    await call.disconnect()
+    assert call._pending_leaves == {}
 
 
 async def test_short_lived_refreshed_tokens_do_not_make_a_tight_loop() -> None:
