@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.soak import Invariants
 from rtcstack._errors import InvalidStateError, TokenError, TokenRefreshError
 from rtcstack._machine import (
     CallMachine,
     ConnectFailed,
     ConnectRequested,
     DisconnectRequested,
-    Emit,
     Input,
     RejoinFailed,
     ScheduleRejoin,
@@ -33,18 +32,6 @@ from rtcstack._vocab import DISCONNECT_REASONS, ConnectionStateName
 
 # -- the call machine --------------------------------------------------------------------------------------------
 
-LEGAL: frozenset[tuple[ConnectionStateName, ConnectionStateName]] = frozenset(
-    {
-        ("idle", "connecting"),
-        ("connecting", "connected"),
-        ("connecting", "disconnected"),
-        ("connected", "reconnecting"),
-        ("reconnecting", "connected"),
-        ("connected", "disconnected"),
-        ("reconnecting", "disconnected"),
-        ("disconnected", "connecting"),
-    }
-)
 LIVE: frozenset[ConnectionStateName] = frozenset({"connecting", "connected", "reconnecting"})
 
 reasons = st.sampled_from(DISCONNECT_REASONS)
@@ -98,17 +85,12 @@ def to_inputs(raw: list[tuple[Any, ...]]) -> list[Input]:
 
 @dataclass
 class Observer:
-    """Replays the machine's outputs and checks each against what came before it."""
+    """Replays the machine's outputs: the events through `Invariants` (the soak's checker of a call's events),
+    the rejoins and the machine's own properties against what was emitted."""
 
     max_attempts: int | None
-    state: ConnectionStateName = "idle"
-    last: Emit | None = None
-    in_session: bool = False
-    in_episode: bool = False
-    attempt: int = 0
+    events: Invariants = field(default_factory=lambda: Invariants("machine"))
     rejoins: int = 0
-    sessions: int = 0
-    ends: list[str] = field(default_factory=list)
 
     def feed(self, machine: CallMachine, event: Input) -> None:
         before = machine.state
@@ -120,47 +102,16 @@ class Observer:
         for out in outputs:
             if isinstance(out, ScheduleRejoin):
                 self.rejoins += 1
-                assert self.in_episode and out.attempt == self.attempt and out.delay >= 0
+                assert self.events.in_episode and out.attempt == self.events.attempt and out.delay >= 0
                 assert self.max_attempts is None or self.rejoins <= self.max_attempts
             else:
-                self.emitted(out)
-        assert machine.state == self.state
-        assert machine.reconnect_attempt == (self.attempt if self.state == "reconnecting" else 0)
-        assert (machine.disconnect_reason is not None) == (self.state == "disconnected")
-
-    def emitted(self, out: Emit) -> None:
-        last, self.last = self.last, out
-        if out.name == "state_changed":
-            new, previous = out.args
-            assert previous == self.state and (previous, new) in LEGAL
-            self.state = new  # type: ignore[assignment]  # checked against LEGAL just above
-            if new == "connecting":
-                assert not self.in_session
-                self.in_session, self.sessions = True, self.sessions + 1
-        elif out.name == "connected":
-            assert last == Emit("state_changed", ("connected", "connecting"))
-        elif out.name == "reconnecting":
-            (attempt,) = out.args
-            assert self.state == "reconnecting"
-            if not self.in_episode:
-                assert attempt == 1
-                self.in_episode, self.rejoins = True, 0
-            else:
-                assert attempt == self.attempt + 1
-            assert isinstance(attempt, int)
-            self.attempt = attempt
-        elif out.name == "reconnected":
-            assert last == Emit("state_changed", ("connected", "reconnecting")) and self.in_episode
-            self.in_episode, self.attempt = False, 0
-            self.ends.append("reconnected")
-        elif out.name == "disconnected":
-            assert last is not None and last.name == "state_changed" and last.args[0] == "disconnected"
-            assert self.in_session
-            if self.in_episode:
-                self.ends.append("disconnected")
-            self.in_session, self.in_episode, self.attempt = False, False, 0
-        else:
-            pytest.fail(f"unexpected event {out}")
+                if out.name == "reconnecting" and out.args == (1,):
+                    self.rejoins = 0
+                self.events.see(out.name, out.args)
+        assert self.events.violations == []
+        assert machine.state == self.events.state
+        assert machine.reconnect_attempt == (self.events.attempt if machine.state == "reconnecting" else 0)
+        assert (machine.disconnect_reason is not None) == (machine.state == "disconnected")
 
 
 @settings(max_examples=400)
@@ -173,9 +124,9 @@ def test_random_inputs_keep_the_machine_invariants(policy: ReconnectPolicy, raw:
     observer = Observer(policy.max_attempts)
     for event in [*to_inputs(raw), DisconnectRequested()]:
         observer.feed(machine, event)
-    assert not observer.in_session and not observer.in_episode
+    assert not observer.events.in_session and not observer.events.in_episode
     assert machine.state in ("idle", "disconnected")
-    assert (machine.state == "disconnected") == (observer.sessions > 0)
+    assert (machine.state == "disconnected") == (observer.events.sessions > 0)
 
 
 # -- the token decoder -------------------------------------------------------------------------------------------
