@@ -138,8 +138,9 @@ async def _raw_session(server: LoopbackServer, http: aiohttp.ClientSession, sent
             except (ConnectionError, aiohttp.ClientError):
                 break
         try:
-            while not ws.closed:
-                await ws.receive(timeout=0.05)
+            for _ in range(100):  # what the frames made the server say, until it goes quiet or closes
+                if (await ws.receive(timeout=0.05)).type != aiohttp.WSMsgType.BINARY:
+                    break
         except asyncio.TimeoutError:
             pass
     await asyncio.wait(handler, timeout=5)

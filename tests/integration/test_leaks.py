@@ -44,7 +44,9 @@ async def test_a_session_replaced_while_joining_leaves_no_refresher_and_no_peer(
     headers = {"Authorization": f"Bearer {server.token('alice', room='demo')}"}
     async with aiohttp.ClientSession() as http:
         first = await http.ws_connect(url, headers=headers)
-        while not sessions:  # noqa: ASYNC110  (the server's side of the join has no event to wait on)
+        for _ in range(500):  # the server's side of the join has no event to wait on
+            if sessions:
+                break
             await asyncio.sleep(0.01)
         second = await http.ws_connect(url, headers=headers)
         await second.receive_bytes()  # its JoinResponse: the first session is closed by now
