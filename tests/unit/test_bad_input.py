@@ -14,13 +14,12 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import jwt as pyjwt
 import pytest
-from livekit import api, rtc
+from livekit import rtc
 from pydantic import ValidationError
 
 from rtcstack import (
@@ -39,33 +38,9 @@ from rtcstack import (
 )
 from rtcstack._call import Call
 from rtcstack._tokens import decode_token
+from tests.fakes import SECRET, FakeParticipant, mint
 
-KEY, SECRET = "devkey", "a-secret-long-enough-for-hs256-signing"
 URL = "ws://fake"
-
-
-def mint(identity: str = "me", room: str = "demo", ttl: float = 600) -> str:
-    return (
-        api.AccessToken(KEY, SECRET)
-        .with_identity(identity)
-        .with_grants(api.VideoGrants(room_join=True, room=room))
-        .with_ttl(timedelta(seconds=ttl))
-        .to_jwt()
-    )
-
-
-@dataclass
-class FakeParticipant:
-    identity: str
-    sid: str = ""
-    name: str = ""
-    kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
-    state: int = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
-    metadata: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    track_publications: dict[str, Any] = field(default_factory=dict)
-    joined_at: datetime | None = None
-    connection_quality: int = rtc.ConnectionQuality.QUALITY_UNKNOWN
 
 
 Script = Callable[["FakeRoom"], Any]

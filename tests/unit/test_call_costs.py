@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -13,20 +12,7 @@ from livekit import api, rtc
 from rtcstack._call import Call
 from rtcstack._options import CallOptions, ReconnectPolicy
 from rtcstack._tokens import decode_token
-
-
-@dataclass
-class Person:
-    identity: str
-    sid: str = ""
-    name: str = ""
-    kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
-    state: int = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
-    metadata: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    track_publications: dict[str, Any] = field(default_factory=dict)
-    joined_at: None = None
-    connection_quality: int = rtc.ConnectionQuality.QUALITY_UNKNOWN
+from tests.fakes import FakeParticipant
 
 
 class LateRoom:
@@ -35,8 +21,8 @@ class LateRoom:
 
     def __init__(self, present: list[str]) -> None:
         self.handlers: dict[str, list[Callable[..., Any]]] = {}
-        self.local_participant = Person("me", sid="PA_me")
-        self.remote_participants = {identity: Person(identity) for identity in present}
+        self.local_participant = FakeParticipant("me", sid="PA_me")
+        self.remote_participants = {identity: FakeParticipant(identity) for identity in present}
 
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
         assert callback is not None

@@ -8,32 +8,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from livekit import api, rtc
+from livekit import rtc
 
 from rtcstack import _call
 from rtcstack._call import Call
 from rtcstack._errors import AuthRejectedError, ConnectError, ConnectTimeoutError, InvalidStateError, TokenExpiredError
 from rtcstack._options import CallOptions, ReconnectPolicy
 from rtcstack._tokens import decode_token
+from tests.fakes import FakeParticipant, mint
 
-KEY, SECRET = "devkey", "a-secret-long-enough-for-hs256-signing"
 CONNECTED = rtc.ConnectionState.CONN_CONNECTED
 RECONNECTING = rtc.ConnectionState.CONN_RECONNECTING
-
-
-def mint(identity: str = "me", room: str = "demo", ttl: float = 600) -> str:
-    return (
-        api.AccessToken(KEY, SECRET)
-        .with_identity(identity)
-        .with_grants(api.VideoGrants(room_join=True, room=room))
-        .with_ttl(timedelta(seconds=ttl))
-        .to_jwt()
-    )
 
 
 @dataclass
@@ -44,21 +34,6 @@ class FakePublication:
     source: int = rtc.TrackSource.SOURCE_MICROPHONE
     muted: bool = False
     subscribed: bool = True
-
-
-@dataclass
-class FakeParticipant:
-    identity: str
-    sid: str = ""
-    name: str = ""
-    kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
-    state: int = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
-    metadata: str = ""
-    attributes: dict[str, str] = field(default_factory=dict)
-    track_publications: dict[str, FakePublication] = field(default_factory=dict)
-    joined_at: datetime | None = None
-    connection_quality: int = rtc.ConnectionQuality.QUALITY_UNKNOWN
-    disconnect_reason: int | None = None
 
 
 class FakeRoom:
