@@ -1,6 +1,6 @@
 """Call options and the reconnect policy: pydantic v2 models, validated (strict types), frozen, no extra keys.
 
-Bad values raise ``pydantic.ValidationError``; ``create_call`` wraps it in ``ConfigError``.
+Bad values raise ``pydantic.ValidationError`` (a ``ValueError``) when the options are built, before any call exists.
 """
 
 from __future__ import annotations
