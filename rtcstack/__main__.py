@@ -1,4 +1,7 @@
-"""The `rtcstack` command line (also `python -m rtcstack`); the commands live in `rtcstack._cli`."""
+"""The `rtcstack` command line (also `python -m rtcstack`); the commands live in `rtcstack.cli`.
+
+This entry point is the one module outside `rtcstack.cli` that imports it; the library never does.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import os
 import sys
 from typing import NoReturn
 
-from ._cli import main
+from .cli import main
 
 __all__ = ["main", "run"]
 

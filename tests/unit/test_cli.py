@@ -1,5 +1,5 @@
 """The command line without a network: parsing, the one-line errors, `rtcstack token`, and the words of
-`rtcstack watch` / `rtcstack demo` (`rtcstack._view`) from events and a fake call, with no terminal."""
+`rtcstack watch` / `rtcstack demo` (`rtcstack.cli._views`) from events and a fake call, with no terminal."""
 
 from __future__ import annotations
 
@@ -18,11 +18,13 @@ from datetime import datetime, timedelta, timezone
 import jwt
 import pytest
 
-from rtcstack._cli import main, mint_token, public_url
-from rtcstack._demo import Recorder, Step, StepFailed, matches, print_summary, reexec_in_netns
 from rtcstack._emitter import CallEvent
 from rtcstack._models import Participant, TrackInfo
-from rtcstack._view import (
+from rtcstack._vocab import EVENT_NAMES, ConnectionStateName, DisconnectReason, QualityName
+from rtcstack.cli import main
+from rtcstack.cli._common import mint_token, public_url
+from rtcstack.cli._demo import Recorder, Step, StepFailed, matches, print_summary, reexec_in_netns
+from rtcstack.cli._views import (
     JsonView,
     LineView,
     LiveView,
@@ -34,7 +36,6 @@ from rtcstack._view import (
     render,
     show_events,
 )
-from rtcstack._vocab import EVENT_NAMES, ConnectionStateName, DisconnectReason, QualityName
 
 KEY = "devkey"
 SECRET = "a-development-secret-of-at-least-32-bytes"

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Literal, Protocol, TextIO
 
-from ._emitter import CallEvent
-from ._models import Participant
-from ._vocab import ConnectionStateName, DisconnectReason, QualityName
+from .._emitter import CallEvent
+from .._models import Participant
+from .._vocab import ConnectionStateName, DisconnectReason, QualityName
 
 __all__ = [
     "CallState",

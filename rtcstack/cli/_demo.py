@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ._call import Call, create_call
-from ._cli import CliError, load_server, run_async, setup_logging, stop_on_signals
-from ._emitter import CallEvent
-from ._errors import ConnectError
-from ._options import CallOptions
-from ._view import (
+from .._call import Call, create_call
+from .._emitter import CallEvent
+from .._errors import ConnectError
+from .._options import CallOptions
+from ._common import CliError, load_server, run_async, setup_logging, stop_on_signals
+from ._views import (
     LineView,
     LiveView,
     StepStatus,
@@ -50,7 +50,7 @@ from ._view import (
 )
 
 if TYPE_CHECKING:
-    from .testing import LoopbackServer
+    from ..testing import LoopbackServer
 
 __all__ = [
     "NETNS_ADDRESS",
