@@ -8,11 +8,8 @@ log line or repr here ever contains a token: errors name what is wrong, never th
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import inspect
 import ipaddress
-import json as jsonlib
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeAlias
 
 import httpx
+import jwt
 
 from ._errors import ConfigError, TokenError, TokenRefreshError
 
@@ -42,7 +40,7 @@ Refresher: TypeAlias = Callable[[], str | Awaitable[str]]
 #: Seconds a token's ``nbf`` may lie in the future (clock skew between the minter and us) and still be usable.
 NOT_BEFORE_LEEWAY = 10.0
 
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_PYJWT_ERROR = re.compile(r"Invalid (header|payload|crypto) (padding|string)(: must be a json object)?")
 
 
 @dataclass(frozen=True)
@@ -58,17 +56,16 @@ class TokenClaims:
     kind: str | None
 
 
-def _b64url_json(segment: str, part: str) -> Any:
-    if not _B64URL.fullmatch(segment):
-        raise TokenError(f"token {part} is not base64url")
-    try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
-        raise TokenError(f"token {part} is not base64url") from None
-    try:
-        return jsonlib.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nesting too deep for the parser
-        raise TokenError(f"token {part} is not JSON") from None
+def _decode_error(exc: jwt.PyJWTError) -> TokenError:
+    """PyJWT's error in our words (its messages may quote the token's content; ours never do)."""
+    found = _PYJWT_ERROR.match(str(exc))
+    if found is None:
+        return TokenError(f"token is not a valid JWT ({type(exc).__name__})")
+    part, what, not_object = found.groups()
+    if not_object:
+        return TokenError("token header and payload must be JSON objects")
+    part = "signature" if part == "crypto" else part
+    return TokenError(f"token {part} is not {'JSON' if what == 'string' else 'base64url'}")
 
 
 def _timestamp(payload: dict[str, Any], claim: str) -> datetime | None:
@@ -94,15 +91,16 @@ def decode_token(token: object) -> TokenClaims:
         raise TokenError(f"token must be a str, not {type(token).__name__}")
     if not token.strip():
         raise TokenError("token is empty")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise TokenError(f"token is not a JWT: expected 3 dot-separated parts, got {len(parts)}")
-    header = _b64url_json(parts[0], "header")
-    payload = _b64url_json(parts[1], "payload")
-    if not parts[2] or not _B64URL.fullmatch(parts[2]):  # e.g. a newline left from reading a file
+    parts = token.count(".") + 1
+    if parts != 3:
+        raise TokenError(f"token is not a JWT: expected 3 dot-separated parts, got {parts}")
+    if token.endswith("."):  # PyJWT takes an empty signature; LiveKit tokens are always signed
         raise TokenError("token signature is not base64url")
-    if not isinstance(header, dict) or not isinstance(payload, dict):
-        raise TokenError("token header and payload must be JSON objects")
+    try:
+        # Decode only: every verify_* option follows verify_signature; the times are check_usable's job.
+        payload: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise _decode_error(exc) from None
     expires_at = _timestamp(payload, "exp")
     if expires_at is None:
         raise TokenError("token has no 'exp' claim")

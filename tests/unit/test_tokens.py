@@ -129,6 +129,33 @@ def test_decode_rejects(token: object, message: str) -> None:
     assert info.value.reason is None
 
 
+def test_decode_leaves_the_times_to_check_usable() -> None:
+    """An expired token, an ``nbf`` or ``iat`` in the future, an odd ``iat``, ``aud`` or ``iss``: all decode (PyJWT
+    would refuse each if its checks ran), so connect can refresh an expired token and `check_usable` has the say."""
+    now = int(datetime.now(timezone.utc).timestamp())
+    odd = claims_payload(exp=now - 3600, nbf=now + 3600, iat=now + 3600, aud=7, iss=["x"], jti=5, sub="alice")
+    claims = decode_token(jwt(odd))
+    assert claims.expires_at == datetime.fromtimestamp(now - 3600, tz=timezone.utc)
+    assert claims.not_before == datetime.fromtimestamp(now + 3600, tz=timezone.utc)
+    assert decode_token(jwt(claims_payload(exp=now - 1, iat="yesterday"))).identity == "alice"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param({"alg": "HS256", "kid": 1}, id="kid-not-str"),
+        pytest.param({"alg": "HS256", "crit": ["SECRET-EXTENSION"], "SECRET-EXTENSION": 1}, id="crit"),
+        pytest.param({"alg": "HS256", "b64": False}, id="b64-false"),
+    ],
+)
+def test_decode_words_other_pyjwt_refusals_without_the_token(header: dict[str, Any]) -> None:
+    token = jwt(claims_payload(), header=header)
+    with pytest.raises(TokenError, match=r"^token is not a valid JWT \((InvalidTokenError|DecodeError)\)$") as info:
+        decode_token(token)
+    assert "SECRET" not in str(info.value)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
 # -- check_usable, refresh_due ------------------------------------------------------------------------------
 
 
