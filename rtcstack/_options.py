@@ -1,23 +1,74 @@
 """Call options and the reconnect policy: pydantic v2 models, validated (strict types), frozen, no extra keys.
 
-Bad values raise ``pydantic.ValidationError`` (a ``ValueError``) when the options are built, before any call exists.
+Bad values raise ``ConfigError`` (a ``ValueError``) with pydantic's message, the ``pydantic.ValidationError`` as its
+``__cause__``, when the options are built (constructor, ``model_validate``, ``model_validate_json``,
+``model_validate_strings``, ``model_copy(update=...)``), before any call exists. Only ``model_construct``, which
+pydantic defines as taking trusted values unchecked, does not validate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ._errors import ConfigError
 from ._vocab import DisconnectReason
 
 __all__ = ["CallOptions", "ReconnectPolicy"]
 
 _random = random.Random()
-_CONFIG = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+_O = TypeVar("_O", bound="_Options")
 
 
-class ReconnectPolicy(BaseModel):
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+class _Options(BaseModel):
+    """A frozen, strictly validated model whose every way of being built raises ``ConfigError`` on a bad value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
+    def __init__(self, **data: Any) -> None:
+        with _config_errors():
+            super().__init__(**data)
+
+    # Marks this __init__ as one that only validates (pydantic's own marker, as RootModel's): validation from a
+    # dict (model_validate, a nested policy) then does not call it, so a ConfigError is not wrapped in another error.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]  # a function attribute pydantic reads
+
+    @classmethod
+    def model_validate(cls: type[_O], *args: Any, **kwargs: Any) -> _O:
+        with _config_errors():
+            return super().model_validate(*args, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls: type[_O], *args: Any, **kwargs: Any) -> _O:
+        with _config_errors():
+            return super().model_validate_json(*args, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls: type[_O], *args: Any, **kwargs: Any) -> _O:
+        with _config_errors():
+            return super().model_validate_strings(*args, **kwargs)
+
+    def model_copy(self: _O, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> _O:
+        """A copy; with ``update`` it is validated like a new instance (pydantic's own copy would not check)."""
+        copy = super().model_copy(deep=deep)
+        if not update:
+            return copy
+        return type(self).model_validate({**dict(copy), **update})
+
+
+class ReconnectPolicy(_Options):
     """When to rejoin after the SDK gives up on a transient disconnect: exponential backoff with full jitter.
 
     ``max_attempts`` counts rejoins in one reconnect episode (None: unlimited); ``timeout`` bounds the
@@ -28,8 +79,6 @@ class ReconnectPolicy(BaseModel):
     To change the schedule, subclass and override :meth:`next_delay` (e.g. to wait longer after
     ``"server_shutdown"``); pass the instance as ``CallOptions(reconnect=MyPolicy())``.
     """
-
-    model_config = _CONFIG
 
     max_attempts: int | None = Field(default=10, ge=1)
     initial_delay: float = Field(default=0.5, ge=0)
@@ -69,7 +118,7 @@ class ReconnectPolicy(BaseModel):
         return min(self.max_delay, raw)
 
 
-class CallOptions(BaseModel):
+class CallOptions(_Options):
     """Options of one call; all durations are in seconds.
 
     ``connect_timeout``: the default total deadline of ``connect()``. ``reconnect``: the rejoin policy.
@@ -77,8 +126,6 @@ class CallOptions(BaseModel):
     the refresher is called). ``token_refresh_timeout``: how long one refresher call may take.
     ``auto_subscribe`` and ``single_peer_connection`` are passed on to ``livekit.rtc.RoomOptions``.
     """
-
-    model_config = _CONFIG
 
     connect_timeout: float = Field(default=20.0, gt=0)
     reconnect: ReconnectPolicy = Field(default_factory=ReconnectPolicy)

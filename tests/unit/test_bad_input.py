@@ -268,11 +268,12 @@ async def test_token_valid_within_the_leeway_connects() -> None:
     ],
 )
 def test_bad_options_are_refused_when_built(build: Callable[[], object], field_name: str) -> None:
-    """Options are pydantic models: a bad value raises ``pydantic.ValidationError`` where the options are built,
-    before ``create_call`` sees them. It is a ``ValueError`` (as ``ConfigError`` is) naming the field."""
-    with pytest.raises(ValueError, match=field_name) as info:
+    """Options are pydantic models: a bad value raises ``ConfigError`` (a ``ValueError``) where the options are
+    built, before ``create_call`` sees them, with pydantic's message naming the field."""
+    with pytest.raises(ConfigError, match=field_name) as info:
         build()
-    assert isinstance(info.value, ValidationError)
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value.__cause__, ValidationError)
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,7 +48,7 @@ def test_defaults() -> None:
     ],
 )
 def test_policy_rejects(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError):
         ReconnectPolicy(**kwargs)
 
 
@@ -64,7 +66,7 @@ def test_policy_rejects(kwargs: dict[str, Any]) -> None:
     ],
 )
 def test_call_options_reject(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigError):
         CallOptions(**kwargs)
 
 
@@ -100,15 +102,63 @@ def test_default_policies_are_not_shared() -> None:
     assert CallOptions().reconnect is not CallOptions().reconnect
 
 
-def test_config_error_wraps_validation_error() -> None:
-    with pytest.raises(ConfigError) as info:
-        try:
-            CallOptions(connect_timeout=-1.0)
-        except ValidationError as exc:
-            raise ConfigError(f"invalid options: {exc}") from exc
+BAD_VALUES: list[tuple[type[CallOptions | ReconnectPolicy], str, Any]] = [
+    (ReconnectPolicy, "max_attempts", 0),
+    (ReconnectPolicy, "initial_delay", -1.0),
+    (ReconnectPolicy, "max_delay", -1.0),
+    (ReconnectPolicy, "multiplier", 0.5),
+    (ReconnectPolicy, "jitter", "yes"),
+    (ReconnectPolicy, "timeout", 0.0),
+    (CallOptions, "connect_timeout", 0.0),
+    (CallOptions, "reconnect", {"max_attempts": 0}),
+    (CallOptions, "token_refresh_margin", -1.0),
+    (CallOptions, "token_refresh_timeout", 0.0),
+    (CallOptions, "auto_subscribe", 1),
+    (CallOptions, "single_peer_connection", "no"),
+]
+"""One bad value per option field (`test_every_field_has_a_bad_value` keeps the list complete)."""
+
+BUILDS: dict[str, Callable[[type[CallOptions | ReconnectPolicy], str, Any], object]] = {
+    "constructor": lambda model, field, value: model(**{field: value}),
+    "model_validate": lambda model, field, value: model.model_validate({field: value}),
+    "model_validate_json": lambda model, field, value: model.model_validate_json(json.dumps({field: value})),
+    "model_copy(update=)": lambda model, field, value: model().model_copy(update={field: value}),
+}
+
+
+def test_every_field_has_a_bad_value() -> None:
+    for model in (CallOptions, ReconnectPolicy):
+        assert {field for owner, field, _ in BAD_VALUES if owner is model} == set(model.model_fields)
+
+
+@pytest.mark.parametrize("build", list(BUILDS))
+@pytest.mark.parametrize(("model", "field", "value"), BAD_VALUES, ids=[f"{m.__name__}.{f}" for m, f, _ in BAD_VALUES])
+def test_a_bad_value_is_a_config_error_whichever_way_built(
+    build: str, model: type[CallOptions | ReconnectPolicy], field: str, value: Any
+) -> None:
+    with pytest.raises(ConfigError, match=rf"(?m)^{field}\b") as info:
+        BUILDS[build](model, field, value)
     assert isinstance(info.value, ValueError)
-    assert isinstance(info.value.__cause__, ValidationError)
-    assert "connect_timeout" in str(info.value)
+    cause = info.value.__cause__
+    assert isinstance(cause, ValidationError)
+    assert str(info.value) == str(cause)  # pydantic's message, as it is
+    assert [error["loc"][0] for error in cause.errors()] == [field]
+
+
+def test_an_unknown_option_is_a_config_error_whichever_way_built() -> None:
+    for build in BUILDS.values():
+        with pytest.raises(ConfigError, match="reconnect_policy"):
+            build(CallOptions, "reconnect_policy", None)
+
+
+def test_model_copy_validates_and_keeps_what_it_does_not_update() -> None:
+    options = CallOptions(connect_timeout=5.0, reconnect=ReconnectPolicy(max_attempts=3))
+    copy = options.model_copy(update={"token_refresh_margin": 3.0})
+    assert copy == CallOptions(connect_timeout=5.0, reconnect=ReconnectPolicy(max_attempts=3), token_refresh_margin=3.0)
+    assert copy.reconnect is options.reconnect
+    assert options.model_copy() == options
+    with pytest.raises(ConfigError, match="max_delay must be >= initial_delay"):
+        ReconnectPolicy().model_copy(update={"initial_delay": 20.0})
 
 
 def test_schedule_without_jitter_is_the_cap() -> None:
