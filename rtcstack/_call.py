@@ -54,6 +54,8 @@ from ._tokens import (
     check_refreshed,
     check_usable,
     decode_token,
+    join_ask_timeout,
+    join_refresh,
     refresh_due,
     run_refresher,
 )
@@ -171,6 +173,8 @@ class Call(EventEmitter):
         self._connect_waiter: asyncio.Future[None] | None = None
         self._rejoin_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[bool] | None = None
+        self._refresh_answered: asyncio.Future[None] | None = None
+        self._refresh_backoff: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_leaves: dict[str, asyncio.TimerHandle] = {}
         self._token_timer: asyncio.TimerHandle | None = None
@@ -608,11 +612,12 @@ class Call(EventEmitter):
         return self._clock() >= self._claims.expires_at
 
     async def _token_for_join(self) -> str:
-        """The token to join with: refreshed first when it is inside the margin, if a refresher is set."""
-        if self._clock() >= refresh_due(self._claims, self._options.token_refresh_margin):
+        """The token to join with; inside the margin the refresher is asked first, as `join_refresh` says."""
+        step = join_refresh(self._claims, self._clock(), self._options.token_refresh_margin)
+        if step is not None:
             self._warn_expiry()
             if self._refresher is not None:
-                await self._refresh()
+                await (self._refresh() if step == "wait" else self._ask_refresher())
             if self._token_expired():
                 raise TokenExpiredError("the token has expired and no fresh token could be had")
         try:
@@ -649,6 +654,26 @@ class Call(EventEmitter):
             task = self._refresh_task = self._spawn(self._refresh_loop())
         return await asyncio.shield(task)
 
+    async def _ask_refresher(self) -> None:
+        """Wait for the refresher's next answer (asked at once if the refresh loop is in its backoff), good or bad,
+        for at most `join_ask_timeout`; a failed refresh goes on in the background."""
+        answered = self._refresh_answered
+        if answered is None:
+            answered = self._refresh_answered = asyncio.get_running_loop().create_future()
+        task = self._refresh_task
+        if task is None:
+            task = self._refresh_task = self._spawn(self._refresh_loop())
+        elif self._refresh_backoff is not None and not self._refresh_backoff.done():
+            self._refresh_backoff.set_result(None)
+        waits: set[asyncio.Future[Any]] = {answered, task}
+        timeout = join_ask_timeout(self._claims, self._clock(), self._options.token_refresh_timeout)
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+
+    def _refresher_answered(self) -> None:
+        answered, self._refresh_answered = self._refresh_answered, None
+        if answered is not None and not answered.done():
+            answered.set_result(None)
+
     async def _refresh_loop(self) -> bool:
         """Ask the refresher until it gives an acceptable token or ours has expired."""
         refresher = self._refresher
@@ -666,13 +691,16 @@ class Call(EventEmitter):
                     left = (self._claims.expires_at - self._clock()).total_seconds()
                     if left <= 0:
                         return False
-                    await asyncio.sleep(min(delay, left))
+                    self._refresher_answered()
+                    backoff = self._refresh_backoff = asyncio.get_running_loop().create_future()
+                    await asyncio.wait({backoff}, timeout=min(delay, left))  # a join cuts it short
                     delay = min(delay * 2, _REFRESH_RETRY_MAX)
                     continue
                 self._adopt(token, claims)
                 return True
         finally:
-            self._refresh_task = None
+            self._refresh_task = self._refresh_backoff = None
+            self._refresher_answered()
 
     def _adopt(self, token: str, claims: TokenClaims) -> None:
         self._token = token

@@ -123,7 +123,8 @@ class CallOptions(_Options):
 
     ``connect_timeout``: the default total deadline of ``connect()``. ``reconnect``: the rejoin policy.
     ``token_refresh_margin``: how long before expiry a token counts as expiring (``token_expired`` fires and
-    the refresher is called). ``token_refresh_timeout``: how long one refresher call may take.
+    the refresher is called). ``token_refresh_timeout``: how long one refresher call may take (a join inside the
+    margin waits at most that long for its answer).
     ``auto_subscribe`` and ``single_peer_connection`` are passed on to ``livekit.rtc.RoomOptions``.
     """
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import httpx
 import jwt
@@ -30,6 +30,8 @@ __all__ = [
     "check_usable",
     "decode_token",
     "http_token_refresher",
+    "join_ask_timeout",
+    "join_refresh",
     "refresh_due",
     "run_refresher",
 ]
@@ -140,6 +142,26 @@ def check_usable(claims: TokenClaims, now: datetime, margin: float = 0.0) -> Non
 def refresh_due(claims: TokenClaims, margin: float) -> datetime:
     """When the token enters the refresh margin: ``margin`` seconds before it expires."""
     return claims.expires_at - timedelta(seconds=margin)
+
+
+def join_refresh(claims: TokenClaims, now: datetime, margin: float) -> Literal["ask", "wait"] | None:
+    """What a join (connect or rejoin) does about the refresher before it goes ahead.
+
+    None: the token is outside the refresh margin, join with it. ``"ask"``: inside the margin but not expired, so
+    still good to join with: ask the refresher once (its answer, good or bad, bounded by the refresh timeout) and join
+    with the best token there is; a failure goes on being retried in the background. ``"wait"``: expired, so only a
+    refreshed token can join: wait for the refresh.
+    """
+    if now < refresh_due(claims, margin):
+        return None
+    return "wait" if now >= claims.expires_at else "ask"
+
+
+def join_ask_timeout(claims: TokenClaims, now: datetime, refresh_timeout: float) -> float:
+    """How long a join asking the refresher (``"ask"``) waits for its answer: ``refresh_timeout``, and at most half
+    of what is left of the token, so that the join still goes ahead with a valid one."""
+    left = (claims.expires_at - now).total_seconds()
+    return max(0.0, min(refresh_timeout, left / 2))
 
 
 async def run_refresher(refresher: Refresher, *, timeout: float) -> str:

@@ -50,7 +50,8 @@ class LoopbackServer:
     server does (HS256 with ``api_key`` / ``api_secret``); `token` mints them. ``ping_interval`` / ``ping_timeout``
     (seconds) go to clients in the JoinResponse; a detached session (socket lost, no resume) leaves its room after
     ``departure_timeout``. With ``token_refresh`` the server pushes a fresh token at join and every
-    ``token_refresh_interval`` seconds, as LiveKit does.
+    ``token_refresh_interval`` seconds, as LiveKit does. A token is accepted until ``token_leeway`` seconds past its
+    ``exp`` (60, as LiveKit; less makes "the server refuses an expired token" quick to test).
     """
 
     def __init__(
@@ -65,9 +66,12 @@ class LoopbackServer:
         ping_interval: int = 5,
         ping_timeout: int = 15,
         departure_timeout: float = 20.0,
+        token_leeway: float = 60.0,
     ) -> None:
         if ping_interval <= 0 or ping_timeout <= 0:
             raise ValueError("ping_interval and ping_timeout must be positive (0 breaks the SDK)")
+        if not 0 <= token_leeway < float("inf"):
+            raise ValueError("token_leeway must be a finite number of seconds >= 0")
         self.host = host
         self.api_key = api_key
         self.api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(32)
@@ -80,7 +84,7 @@ class LoopbackServer:
             token_refresh_interval=token_refresh_interval if token_refresh else None,
             mint=self._mint_for,
         )
-        self._verifier = api.TokenVerifier(api_key, self.api_secret)
+        self._verifier = api.TokenVerifier(api_key, self.api_secret, leeway=datetime.timedelta(seconds=token_leeway))
         self._runner: web.AppRunner | None = None
         self._sessions: set[Session] = set()
         self._handlers: set[asyncio.Task[object]] = set()

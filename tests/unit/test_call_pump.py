@@ -480,3 +480,77 @@ async def test_short_lived_refreshed_tokens_do_not_make_a_tight_loop() -> None:
     assert len(calls) == 1 and call._token_timer is not None
     assert 5.0 <= call._token_timer.when() - asyncio.get_running_loop().time() <= 6.0
     await call.disconnect()
+
+
+def failing_refresher(calls: list[int]) -> Callable[[], str]:
+    def refresher() -> str:
+        calls.append(1)
+        return mint(identity="mallory")  # refused: another identity
+
+    return refresher
+
+
+async def test_a_join_inside_the_margin_asks_a_failing_refresher_once_and_joins() -> None:
+    calls: list[int] = []
+    rooms = Rooms()
+    call = make_call(rooms, token=mint(ttl=30), token_refresher=failing_refresher(calls))
+    seen = record(call, "token_expired", "token_refresh_failed", "connected", "token_refreshed")
+    await asyncio.wait_for(call.connect(), 5)
+    assert [e[0] for e in seen] == ["token_expired", "token_refresh_failed", "connected"]
+    assert calls == [1] and len(rooms.made) == 1
+    assert call._refresh_task is not None  # retrying in the background
+    await call.disconnect()
+    assert call._refresh_task is None
+
+
+async def test_a_hanging_refresher_holds_a_join_for_at_most_the_refresh_timeout() -> None:
+    async def hangs() -> str:
+        await asyncio.sleep(3600)
+        return mint()
+
+    call = make_call(Rooms(), token=mint(ttl=30), token_refresher=hangs, token_refresh_timeout=0.2)
+    failed = asyncio.ensure_future(call.wait_for("token_refresh_failed", timeout=5))
+    await asyncio.wait_for(call.connect(), 5)
+    assert call.connection_state == "connected"
+    await failed
+    await call.disconnect()
+
+
+async def test_a_join_does_not_wait_for_the_refresher_past_half_of_what_is_left_of_the_token() -> None:
+    """A 3 s token and the default 10 s refresh timeout: the join goes ahead while the token is still valid."""
+
+    async def hangs() -> str:
+        await asyncio.sleep(3600)
+        return mint()
+
+    call = make_call(Rooms(), token=mint(ttl=3), token_refresher=hangs)
+    await asyncio.wait_for(call.connect(), 5)
+    assert call.connection_state == "connected"
+    assert call.token_expires_at > datetime.now(timezone.utc)
+    await call.disconnect()
+
+
+async def test_a_rejoin_inside_the_margin_cuts_the_refresh_backoff_short() -> None:
+    """The failed refresh at connect waits 1 s before its retry; a rejoin asks now. With a refresh timeout of
+    0.5 s, a rejoin that only waited for the next retry would join before it."""
+    calls: list[int] = []
+    rooms = Rooms()
+    policy = ReconnectPolicy(initial_delay=0.0, max_delay=0.0)
+    options = {"reconnect": policy, "token_refresh_timeout": 0.5}
+    call = make_call(rooms, token=mint(ttl=30), token_refresher=failing_refresher(calls), **options)
+    await call.connect()
+    assert calls == [1]
+    reconnected = asyncio.ensure_future(call.wait_for("reconnected", timeout=5))
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    await reconnected
+    assert calls == [1, 1] and len(rooms.made) == 2
+    await call.disconnect()
+
+
+async def test_an_expired_token_with_a_failing_refresher_fails_the_join() -> None:
+    calls: list[int] = []
+    rooms = Rooms()
+    call = make_call(rooms, token=mint(ttl=-10), token_refresher=failing_refresher(calls))
+    with pytest.raises(TokenExpiredError):
+        await asyncio.wait_for(call.connect(), 5)
+    assert calls == [1] and rooms.made == [] and call.disconnect_reason == "token_expired"

@@ -25,6 +25,8 @@ from rtcstack._tokens import (
     check_usable,
     decode_token,
     http_token_refresher,
+    join_ask_timeout,
+    join_refresh,
     refresh_due,
     run_refresher,
 )
@@ -193,6 +195,38 @@ def test_token_not_valid_yet() -> None:
     with pytest.raises(TokenError, match="not valid yet") as info:
         check_usable(claims_at(600, not_before_in=NOT_BEFORE_LEEWAY + 1), NOW)
     assert info.value.reason == "auth_rejected"
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "margin", "step"),
+    [
+        (600, 60.0, None),  # outside the margin: join with it
+        (61, 60.0, None),
+        (60, 60.0, "ask"),  # inside, still valid: ask once, join with the best token
+        (8, 60.0, "ask"),
+        (0.001, 60.0, "ask"),
+        (0, 60.0, "wait"),  # expired: only a refreshed token can join
+        (-5, 60.0, "wait"),
+        (-5, 0.0, "wait"),
+        (5, 0.0, None),
+    ],
+)
+def test_join_refresh(expires_in: float, margin: float, step: str | None) -> None:
+    assert join_refresh(claims_at(expires_in), NOW, margin) == step
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "refresh_timeout", "seconds"),
+    [
+        (30, 10.0, 10.0),  # the refresh timeout
+        (8, 10.0, 4.0),  # half of what is left of the token
+        (8, 1.0, 1.0),
+        (0.5, 10.0, 0.25),
+        (-1, 10.0, 0.0),  # never negative
+    ],
+)
+def test_join_ask_timeout(expires_in: float, refresh_timeout: float, seconds: float) -> None:
+    assert join_ask_timeout(claims_at(expires_in), NOW, refresh_timeout) == seconds
 
 
 def test_refresh_due_is_margin_before_expiry() -> None:
