@@ -23,7 +23,9 @@ from livekit.api.access_token import Claims
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._forward import ReceivedTrack
 from ._rooms import Participant, RoomRegistry, new_sid
+from ._router import MediaRouter
 from ._session import Session, SessionConfig
 from ._tables import CONNECTION_QUALITIES, DISCONNECT_REASONS, LEAVE_ACTIONS, PARTICIPANT_KINDS, QUALITY_SCORES
 from ._twirp import RoomService
@@ -72,6 +74,8 @@ class LoopbackServer:
         self.api_key = api_key
         self.api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(32)
         self.registry = RoomRegistry()
+        self.router = MediaRouter(self.registry)
+        self.registry.departures.append(self.router.left)
         self._port = port
         self._config = SessionConfig(
             ping_interval=ping_interval,
@@ -303,6 +307,8 @@ class LoopbackServer:
             participant,
             single_pc=single_pc,
             can_update_metadata=bool(video.can_update_own_metadata),
+            router=self.router,
+            auto_subscribe=join.connection_settings.auto_subscribe if join.HasField("connection_settings") else True,
         )
         participant.sink = session
         self._sessions = {s for s in self._sessions if not s.finished}
@@ -439,6 +445,14 @@ class LoopbackServer:
         """Identities in ``room``, in join order (empty if there is no such room)."""
         found = self.registry.room(room)
         return list(found.participants) if found else []
+
+    def received(self, identity: str, room: str | None = None) -> list[ReceivedTrack]:
+        """What the server receives from each track ``identity`` publishes (in ``room`` if given), in order.
+
+        Per track: its source and kind, RTP packets, encoded frames, keyframes, when the last packet arrived and,
+        for audio, the level in dBFS. LookupError if there is no such participant.
+        """
+        return self.router.received(self.registry.find(identity, room))
 
     def _session(self, identity: str) -> Session:
         participant = self.registry.find(identity)
