@@ -105,22 +105,25 @@ def unsupported(section: OfferedSection) -> bool:
 
 
 def accept_top_layer(offer: str, answer: str) -> str:
-    """Answer each simulcast section accepting only its top layer, with the RID header extension.
+    """Accept the RID header extension wherever it is offered, and only the top layer of each simulcast section.
 
     libwebrtc then sends that one layer (on one SSRC, routed by MID), which aiortc's receiver takes like any
-    stream; an answer without the extension is refused by the SDK.
+    stream. The extension is accepted on every video section, not only simulcast ones: libwebrtc keeps to the
+    extensions negotiated in the bundle, so a later simulcast publish on an answer without it fails in the SDK.
     """
-    layered = {s.mid: s for s in offered_sections(offer) if s.rids and s.rid_extension is not None}
-    if not layered:
+    offered = {s.mid: s for s in offered_sections(offer) if s.rid_extension is not None}
+    if not offered:
         return answer
     parts = _sections(answer)
     for lines in parts[1:]:
         mid = next((line[6:] for line in lines if line.startswith("a=mid:")), "")
-        section = layered.get(mid)
-        if section is None or section.rid_extension is None:
+        section = offered.get(mid)
+        if section is None or not lines[0].startswith("m=video") or lines[0].startswith("m=video 0 "):
             continue
-        top = section.rids[-1]
-        lines.extend([f"a=extmap:{section.rid_extension} {_RID_URI}", f"a=rid:{top} recv", f"a=simulcast:recv {top}"])
+        lines.append(f"a=extmap:{section.rid_extension} {_RID_URI}")
+        if section.rids and section.sends:
+            top = section.rids[-1]
+            lines.extend([f"a=rid:{top} recv", f"a=simulcast:recv {top}"])
     return "\r\n".join("\r\n".join(lines) for lines in parts) + "\r\n"
 
 
