@@ -387,6 +387,7 @@ class Session:
         self._respond(update.request_id, pr.RequestResponse.OK)
 
     def _add_track(self, add: pr.AddTrackRequest) -> None:
+        logger.debug("%r: add_track %s %s codecs %s", self, add.cid, add.name, [c.codec for c in add.simulcast_codecs])
         refused = [c.codec for c in add.simulcast_codecs if c.codec.lower() not in _FORWARDED_VIDEO]
         if add.type == pm.VIDEO and refused:
             message = f"codec {refused[0]} is not supported by the loopback server (it forwards VP8, H264 and Opus)"

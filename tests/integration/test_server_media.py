@@ -177,3 +177,104 @@ async def test_a_later_subscriber_gets_what_was_published_before(server: Loopbac
         assert received["audio"].source == "microphone" and received["audio"].mime_type.lower() == "audio/opus"
         assert received["video"].source == "camera" and received["video"].keyframes >= 1
         assert received["audio"].audio_level_dbfs is not None and received["audio"].audio_level_dbfs > -40
+
+
+@MODES
+async def test_unpublish_reaches_the_subscriber(connect: Connect, options: rtc.RoomOptions | None) -> None:
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=options)
+    subscribed(bob)
+    async with tone(alice.room) as publication:
+        await bob.wait_for("track_subscribed")
+        await alice.room.local_participant.unpublish_track(publication.sid)
+        await bob.wait_for("track_unsubscribed", lambda track, pub, p: pub.sid == publication.sid)
+        await bob.wait_for("track_unpublished", lambda pub, p: pub.sid == publication.sid)
+        assert not bob.room.remote_participants["alice"].track_publications
+
+
+async def test_mute_and_unmute_reach_the_subscriber(connect: Connect) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    subscribed(bob)
+    async with tone(alice.room) as publication:
+        await bob.wait_for("track_subscribed")
+        assert publication.track is not None
+        publication.track.mute()
+        await bob.wait_for("track_muted", lambda p, pub: pub.sid == publication.sid)
+        publication.track.unmute()
+        await bob.wait_for("track_unmuted", lambda p, pub: pub.sid == publication.sid)
+
+
+@MODES
+async def test_manual_subscription(connect: Connect, options: rtc.RoomOptions | None) -> None:
+    manual = options or rtc.RoomOptions()
+    manual.auto_subscribe = False
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=manual)
+    subscribed(bob)
+    async with tone(alice.room) as publication:
+        pub, _ = await bob.wait_for("track_published")
+        await asyncio.sleep(0.5)  # give an unwanted subscription the time to show up
+        assert bob.count("track_subscribed") == 0
+
+        pub.set_subscribed(True)
+        track, _, _ = await bob.wait_for("track_subscribed", lambda track, p, _: p.sid == publication.sid)
+        await audio_frames(track, 20)
+
+        pub.set_subscribed(False)
+        await bob.wait_for("track_unsubscribed", lambda track, p, _: p.sid == publication.sid)
+
+
+@MODES
+async def test_frames_flow_again_after_a_resume(
+    server: LoopbackServer, connect: Connect, options: rtc.RoomOptions | None
+) -> None:
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=options)
+    subscribed(bob)
+    async with tone(alice.room):
+        track, _, _ = await bob.wait_for("track_subscribed")
+        await server.drop_signal("bob")
+        await server.drop_signal("alice")
+        await bob.wait_for("reconnected")
+        await alice.wait_for("reconnected")
+        frames = await audio_frames(track, 100)
+        assert level(frames[-50:]) > 1000
+
+
+@MODES
+async def test_frames_flow_again_after_a_full_reconnect(
+    server: LoopbackServer, connect: Connect, options: rtc.RoomOptions | None
+) -> None:
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=options)
+    subscribed(bob)
+    async with tone(alice.room):
+        await bob.wait_for("track_subscribed")
+        await server.leave("alice", action="reconnect")
+        await alice.wait_for("reconnected")
+        await bob.wait_count("track_subscribed", 2)  # alice's republished track
+        await server.leave("bob", action="reconnect")
+        await bob.wait_for("reconnected")
+        await bob.wait_count("track_subscribed", 3)  # bob's new session subscribes again
+        track = [args[0] for name, args in bob.events if name == "track_subscribed"][-1]
+        frames = await audio_frames(track, 50)
+        assert level(frames[-25:]) > 1000
+
+
+async def test_a_vp9_publish_ends_that_session_cleanly_and_the_room_goes_on(
+    server: LoopbackServer, connect: Connect
+) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    source = rtc.VideoSource(320, 180)
+    track = rtc.LocalVideoTrack.create_video_track("cam", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, video_codec=rtc.VideoCodec.VP9)
+    await alice.room.local_participant.publish_track(track, options)
+
+    (reason,) = await alice.wait_for("disconnected")
+    assert reason == rtc.DisconnectReason.STATE_MISMATCH
+    assert alice.count("reconnecting") == 0  # a final leave: no resume / restart loop
+    await source.aclose()
+    await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
+    assert server.participants("demo") == ["bob"]
