@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -278,3 +279,42 @@ async def test_a_vp9_publish_ends_that_session_cleanly_and_the_room_goes_on(
     await source.aclose()
     await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
     assert server.participants("demo") == ["bob"]
+
+
+async def test_a_synthetic_publisher_is_heard_and_seen(server: LoopbackServer, connect: Connect) -> None:
+    bob = await connect("bob")
+    subscribed(bob)
+    await server.add_participant("demo", "caller", audio="tone:440", video="pattern")
+    await bob.wait_count("track_subscribed", 2)
+    tracks = {args[0].kind: args[0] for name, args in bob.events if name == "track_subscribed"}
+    assert level((await audio_frames(tracks[rtc.TrackKind.KIND_AUDIO], 100))[-50:]) > 3000
+    events = await video_frames(tracks[rtc.TrackKind.KIND_VIDEO], 5)
+    assert (events[-1].frame.width, events[-1].frame.height) == (320, 180)
+
+    await server.remove_participant("demo", "caller")
+    await bob.wait_count("track_unsubscribed", 2)
+
+
+async def test_the_server_hears_a_client(server: LoopbackServer, connect: Connect) -> None:
+    alice = await connect("alice")
+    async with tone(alice.room) as publication:
+
+        async def heard() -> None:
+            while not (tracks := server.received("alice")) or tracks[0].frames < 50:  # noqa: ASYNC110  # a snapshot
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(heard(), WAIT)
+        (track,) = server.received("alice")
+        assert (track.track_sid, track.kind, track.source) == (publication.sid, "audio", "microphone")
+        assert track.packets >= track.frames >= 50 and track.last_received_at is not None
+        assert track.audio_level_dbfs is not None and -30 < track.audio_level_dbfs < 0
+
+
+async def test_bad_synthetic_media_is_refused_before_anyone_joins(server: LoopbackServer, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tone"):
+        await server.add_participant("demo", "caller", audio="tone:abc")
+    with pytest.raises(ValueError, match="WAV"):
+        await server.add_participant("demo", "caller", audio=str(tmp_path / "missing.wav"))
+    with pytest.raises(ValueError, match="pattern"):
+        await server.add_participant("demo", "caller", video="movie")
+    assert server.rooms() == []
