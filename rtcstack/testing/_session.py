@@ -418,6 +418,10 @@ class Session:
                 for c in add.simulcast_codecs
             ],
         )
+        if add.simulcast_codecs and add.simulcast_codecs[0].codec:
+            track.mime_type = track.codecs[0].mime_type
+        elif add.type == pm.AUDIO:
+            track.mime_type = "audio/opus"  # what the server receives: it answers without RED
         self._adding[add.cid] = track
         self.send(pr.SignalResponse(track_published=pr.TrackPublishedResponse(cid=add.cid, track=track)))
         self.registry.publish_track(self.participant, track)
@@ -512,8 +516,10 @@ class Session:
             logger.debug("%r: media on mid %s for no announced track", self, section.mid)
             return None
         self._inbound[section.mid] = track.sid
-        track.mime_type = mime_type
-        track.mid = section.mid
+        for published in self.participant.info.tracks:  # the announced copy: announced again once published
+            if published.sid == track.sid:
+                published.mime_type = mime_type
+                published.mid = section.mid
         kind: Literal["audio", "video"] = "audio" if section.kind == "audio" else "video"
         source = Source(track.sid, self.participant.sid, kind, TRACK_SOURCE_NAMES.get(track.source, "unknown"))
         source.mime_type = mime_type
@@ -522,6 +528,7 @@ class Session:
 
     def _publish_source(self, source: Source) -> None:
         if not self.closed and not source.closed:
+            self.registry.update(self.participant)  # announces the track's codec and mid, now known
             self.router.publish(self.participant, source)
 
     def _on_inbound_ended(self, mid: str) -> None:

@@ -208,8 +208,7 @@ async def test_mute_and_unmute_reach_the_subscriber(connect: Connect) -> None:
 
 @MODES
 async def test_manual_subscription(connect: Connect, options: rtc.RoomOptions | None) -> None:
-    manual = options or rtc.RoomOptions()
-    manual.auto_subscribe = False
+    manual = rtc.RoomOptions(auto_subscribe=False, single_peer_connection=options is None)
     alice = await connect("alice", options=options)
     bob = await connect("bob", options=manual)
     subscribed(bob)
@@ -318,3 +317,15 @@ async def test_bad_synthetic_media_is_refused_before_anyone_joins(server: Loopba
     with pytest.raises(ValueError, match="pattern"):
         await server.add_participant("demo", "caller", video="movie")
     assert server.rooms() == []
+
+
+@MODES
+async def test_h264_video_is_forwarded(connect: Connect, options: rtc.RoomOptions | None) -> None:
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=options)
+    subscribed(bob)
+    h264 = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, video_codec=rtc.VideoCodec.H264)
+    async with camera(alice.room, h264):
+        track, pub, _ = await bob.wait_for("track_subscribed")
+        await video_frames(track, 10)
+        assert pub.mime_type.lower() == "video/h264"
