@@ -329,3 +329,16 @@ async def test_h264_video_is_forwarded(connect: Connect, options: rtc.RoomOption
         track, pub, _ = await bob.wait_for("track_subscribed")
         await video_frames(track, 10)
         assert pub.mime_type.lower() == "video/h264"
+
+
+async def test_track_info_echoes_what_was_published(connect: Connect) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    subscribed(bob)
+    async with camera(alice.room) as local:
+        _, remote, _ = await bob.wait_for("track_subscribed")
+        for publication in (local, remote):
+            assert (publication.name, publication.source) == ("cam", rtc.TrackSource.SOURCE_CAMERA)
+            assert (publication.width, publication.height, publication.simulcasted) == (640, 360, True)
+            assert list(publication.frame_metadata_features) == [rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP]
+        assert remote.mime_type.lower() == "video/vp8"
