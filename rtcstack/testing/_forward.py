@@ -82,10 +82,27 @@ class Outlet(MediaStreamTrack):
         self._limit = _AUDIO_OUTLET if source.kind == "audio" else _VIDEO_OUTLET
         self._ready = asyncio.Event()
         self._need_keyframe = source.kind == "video"
+        self.held = False
+        """While held, frames are dropped (see `hold`)."""
+
+    def hold(self, seconds: float) -> None:
+        """Send nothing for ``seconds``, then start again at a keyframe, asked for then.
+
+        For an outlet bound in an answer: our sender starts when we apply the answer, before the client has; video
+        it decodes that early misses the SDK's per-track setup (the frame trailer's metadata, for one).
+        """
+        self.held = True
+        asyncio.get_running_loop().call_later(seconds, self._release)
+
+    def _release(self) -> None:
+        self.held = False
+        if self.kind == "video" and self.readyState == "live":
+            self._need_keyframe = True
+            self.source.request_keyframe()
 
     def put(self, packet: av.Packet[Any], keyframe: bool) -> None:
         """Queue one encoded frame; overflow drops the oldest audio, or restarts video at the next keyframe."""
-        if self.readyState != "live":
+        if self.readyState != "live" or self.held:
             return
         if self._need_keyframe and not keyframe:
             return

@@ -32,6 +32,8 @@ _PWD = re.compile(r"^a=ice-pwd:(\S+)", re.MULTILINE)
 _RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 _FORWARDED = {"audio/opus", "audio/pcmu", "audio/pcma", "video/vp8", "video/h264"}
 """Codecs aiortc can receive and send (its own list, less G.722 which nobody offers)."""
+_ANSWER_SETTLE = 0.2
+"""Seconds an outlet bound in our answer waits for the client to apply it (see `Outlet.hold`)."""
 _HELPERS = {"rtx", "red", "ulpfec", "flexfec-03", "telephone-event", "cn"}
 
 
@@ -278,6 +280,7 @@ class MediaPeer:
             mime = outlet.source.mime_type.lower()
             transceiver._codecs.sort(key=lambda c: c.mimeType.lower() != mime)
             self._prepare_sender(transceiver, outlet, stream_id)
+            outlet.hold(_ANSWER_SETTLE)
         self._waiting = waiting
 
     @staticmethod

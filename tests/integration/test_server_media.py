@@ -161,8 +161,9 @@ async def test_simulcast_video_is_forwarded_with_its_frame_trailer(
         assert (pub.sid, track.kind, pub.simulcasted) == (publication.sid, rtc.TrackKind.KIND_VIDEO, True)
         events = await video_frames(track, 20)
         assert events[-1].frame.width == 640  # the top layer is the one forwarded
-        stamps = [e.metadata.user_timestamp for e in events if e.metadata is not None]
-        assert stamps and all(s > 1_000_000 for s in stamps)  # the packet trailer crossed the server intact
+        # the packet trailer crossed the server intact (a frame decoded before the SDK set the track up has none)
+        stamps = [e.metadata.user_timestamp if e.metadata else 0 for e in events[-10:]]
+        assert all(s > 1_000_000 for s in stamps), stamps
 
 
 async def test_a_later_subscriber_gets_what_was_published_before(server: LoopbackServer, connect: Connect) -> None:
