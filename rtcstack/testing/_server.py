@@ -103,7 +103,7 @@ class LoopbackServer:
         await self.close()
 
     def build_app(self) -> web.Application:
-        """The aiohttp application with the signal routes; add more routes before `start`."""
+        """The aiohttp application with the signal and Twirp routes; add more routes before `start`."""
         app = web.Application()
         app.router.add_get("/rtc/v1/validate", self._validate)
         app.router.add_get("/rtc/validate", self._validate)
@@ -293,6 +293,7 @@ class LoopbackServer:
                 hidden=bool(video.hidden),
                 recorder=bool(video.recorder),
                 agent=kind == pm.ParticipantInfo.AGENT,
+                can_subscribe_metrics=bool(video.can_subscribe_metrics),
             ),
             client_protocol=join.client_info.client_protocol,
         )
