@@ -23,6 +23,7 @@ from livekit.api.access_token import Claims
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._cors import enable_cors
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._session import Session, SessionConfig
 from ._tables import CONNECTION_QUALITIES, DISCONNECT_REASONS, LEAVE_ACTIONS, PARTICIPANT_KINDS, QUALITY_SCORES
@@ -103,8 +104,9 @@ class LoopbackServer:
         await self.close()
 
     def build_app(self) -> web.Application:
-        """The aiohttp application with the signal and Twirp routes; add more routes before `start`."""
+        """The aiohttp application with the signal and Twirp routes, CORS on all; add more routes before `start`."""
         app = web.Application()
+        enable_cors(app)
         app.router.add_get("/rtc/v1/validate", self._validate)
         app.router.add_get("/rtc/validate", self._validate)
         app.router.add_get("/rtc/v1", self._signal)
