@@ -209,6 +209,7 @@ class Session:
                         protocol=PROTOCOL_VERSION,
                         node_id="loopback",
                     ),
+                    last_message_seq=self._reliable_sequence.last,
                 )
             )
         )

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 from livekit import rtc
+from livekit.protocol import rtc as pr
 
 from rtcstack.testing import LoopbackServer
 
@@ -181,3 +184,31 @@ async def test_transcriptions_are_relayed_from_agents_only(server: LoopbackServe
     await bob.wait_for("data_received")
     assert ([s.text for s in segments], participant.identity) == (["from the agent"], "alice")
     assert bob.count("transcription_received") == 1
+
+
+async def test_a_resume_tells_the_client_the_last_reliable_sequence_received(
+    server: LoopbackServer, connect: Connect
+) -> None:
+    """The SDK resends its unacknowledged reliable packets after the sequence the ReconnectResponse names."""
+    alice = await connect("alice")
+    bob = await connect("bob")
+    record(bob)
+    for n in range(3):
+        await alice.room.local_participant.publish_data(f"packet {n}".encode())
+    await bob.wait_for("data_received", lambda packet: packet.data == b"packet 2")
+    # a raw resume of alice's session (it takes the session's signal over from her SDK)
+    inner = pr.JoinRequest(reconnect=True, participant_sid=alice.room.local_participant.sid)
+    wrapped = pr.WrappedJoinRequest(join_request=inner.SerializeToString())
+    query = {"join_request": base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()}
+
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(
+            f"{server.url}/rtc/v1",
+            params=query,
+            headers={"Authorization": f"Bearer {server.token('alice', room='demo')}"},
+        ) as ws,
+    ):
+        reconnect = pr.SignalResponse.FromString(await asyncio.wait_for(ws.receive_bytes(), WAIT)).reconnect
+
+    assert reconnect.last_message_seq == 3
