@@ -62,12 +62,13 @@ class MediaPeer:
     async def offer(self) -> str:
         """Make an offer (the subscriber transport of the legacy two-connection mode) and return its SDP.
 
-        The first offer carries the ``_reliable`` and ``_lossy`` data channels, as the real server's does, so the
-        transport has an m-line to connect.
+        The first offer carries the ``_reliable``, ``_lossy`` and ``_data_track`` data channels, as the real server's
+        does, so the transport has an m-line to connect.
         """
         if not self._channels:
             self._add_channel(self._pc.createDataChannel("_reliable", ordered=True))
             self._add_channel(self._pc.createDataChannel("_lossy", ordered=False, maxRetransmits=0))
+            self._add_channel(self._pc.createDataChannel("_data_track", ordered=False, maxRetransmits=0))
         await self._pc.setLocalDescription(await self._pc.createOffer())
         return str(self._pc.localDescription.sdp)
 

@@ -20,6 +20,7 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from ._data import NonceFilter, addressed_to
+from ._data_tracks import DataTrackHub
 
 __all__ = ["Participant", "Room", "RoomRegistry", "Sink", "new_sid"]
 
@@ -96,6 +97,7 @@ class RoomRegistry:
         self._rooms: dict[str, Room] = {}
         self._versions = itertools.count(1)
         self._kicked: dict[str, pm.DisconnectReason] = {}
+        self.data_tracks = DataTrackHub()
 
     # -- queries ------------------------------------------------------------------------------------------------
 
@@ -308,6 +310,34 @@ class RoomRegistry:
         for participant in list(target.participants.values()):
             if participant.sink is not None and participant.info.permission.can_subscribe_metrics:
                 participant.sink.send_data(packet)
+
+    def publish_data_track(self, participant: Participant, request: pr.PublishDataTrackRequest) -> pm.DataTrackInfo:
+        """Give a data track (the request already checked) its sid, add it to the participant and announce it."""
+        info = pm.DataTrackInfo(
+            pub_handle=request.pub_handle,
+            sid=new_sid("DTR"),
+            name=request.name,
+            encryption=request.encryption,
+            frame_encoding=request.frame_encoding if request.HasField("frame_encoding") else None,
+            schema=request.schema if request.HasField("schema") else None,
+        )
+        participant.info.data_tracks.append(info)
+        participant.info.is_publisher = True
+        self.data_tracks.add(participant.info, info)
+        self._announce(participant, include_self=False)
+        return info
+
+    def unpublish_data_track(self, participant: Participant, pub_handle: int) -> pm.DataTrackInfo | None:
+        """Remove the participant's data track with this handle, end its subscriptions, announce; None if none."""
+        for index, info in enumerate(participant.info.data_tracks):
+            if info.pub_handle == pub_handle:
+                removed = pm.DataTrackInfo()
+                removed.CopyFrom(info)
+                del participant.info.data_tracks[index]
+                self.data_tracks.remove(removed.sid)
+                self._announce(participant, include_self=False)
+                return removed
+        return None
 
     def _announce(self, participant: Participant, *, include_self: bool) -> None:
         participant.info.version = next(self._versions)

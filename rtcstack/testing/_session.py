@@ -20,6 +20,8 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
+from ._data_tracks import LABEL as DATA_TRACK_LABEL
+from ._data_tracks import DataTrackEndpoint
 from ._media import MediaPeer
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._wire import BadRequest, decode_request, encode_response
@@ -113,6 +115,7 @@ class Session:
         self._timers: list[asyncio.TimerHandle] = []
         self._drop_on_resume: str | None = None
         self._reliable_sequence = ReliableSequence()
+        self._data_tracks = DataTrackEndpoint(participant, registry, self.send, self._send_data_track_frame)
 
     @property
     def finished(self) -> bool:
@@ -136,6 +139,7 @@ class Session:
             self.send(pr.SignalResponse(leave=leave))
         self.closed = True
         self._cancel_departure()
+        self._data_tracks.close()
         if self._channel is not None:
             self._channel.finish()
         self._closing = asyncio.create_task(self._shutdown(self._channel))
@@ -293,6 +297,8 @@ class Session:
             self.close(None)
         elif kind == "simulate":
             self._simulate(request.simulate)
+        elif DataTrackEndpoint.handles(kind):
+            self._data_tracks.handle(request)
         elif kind in ("store_data_blob_request", "get_data_blob_request"):
             request_id = getattr(request, kind).request_id
             self._respond(request_id, pr.RequestResponse.UNSUPPORTED_TYPE, "not supported by the loopback server")
@@ -370,6 +376,11 @@ class Session:
             label = "_lossy" if packet.kind == pm.DataPacket.LOSSY else "_reliable"
             peer.send_data(label, packet.SerializeToString())
 
+    def _send_data_track_frame(self, frame: bytes) -> None:
+        peer = self._publisher if self.single_pc else self._subscriber
+        if peer is not None and not self.closed:
+            peer.send_data(DATA_TRACK_LABEL, frame)
+
     async def _answer(self, offer: pr.SessionDescription) -> None:
         if self._publisher is None:
             self._publisher = self._new_peer("publisher", primary=self.single_pc)
@@ -389,6 +400,9 @@ class Session:
 
     def _relay_data(self, label: str, raw: bytes) -> None:
         """A packet the client published on data channel ``label``: stamp it as LiveKit does and pass it on."""
+        if label == DATA_TRACK_LABEL:
+            self._data_tracks.received(raw)
+            return
         kind = CHANNEL_KINDS.get(label)
         sender = self.participant.info
         if kind is None or not sender.permission.can_publish_data:

@@ -212,3 +212,61 @@ async def test_a_resume_tells_the_client_the_last_reliable_sequence_received(
         reconnect = pr.SignalResponse.FromString(await asyncio.wait_for(ws.receive_bytes(), WAIT)).reconnect
 
     assert reconnect.last_message_seq == 3
+
+
+async def _frames(track: rtc.LocalDataTrack, stream: rtc.DataTrackStream, count: int) -> list[rtc.DataTrackFrame]:
+    """Push numbered frames (the channel is lossy) until ``count`` have arrived on ``stream``."""
+    got: list[rtc.DataTrackFrame] = []
+
+    async def read() -> None:
+        async for frame in stream:
+            got.append(frame)
+            if len(got) == count:
+                return
+
+    reader = asyncio.ensure_future(read())
+    try:
+        for n in range(int(WAIT / 0.02)):
+            if reader.done():
+                break
+            track.try_push(rtc.DataTrackFrame(payload=f"frame {n}".encode() + bytes(range(256)), user_timestamp=n))
+            await asyncio.wait({reader}, timeout=0.02)
+        assert reader.done(), f"only {len(got)} of {count} data track frames arrived"
+    finally:
+        reader.cancel()
+    return got
+
+
+@pytest.mark.parametrize("options", [None, LEGACY], ids=["single-pc", "legacy"])
+async def test_a_data_track_carries_frames_to_its_subscriber(connect: Connect, options: rtc.RoomOptions | None) -> None:
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=options)
+    bob.room.on("data_track_published", lambda track: bob.record("data_track_published", track))
+    bob.room.on("data_track_unpublished", lambda sid: bob.record("data_track_unpublished", sid))
+
+    # a track bob does not subscribe to, so the two sides' handles differ (kept: a dropped one is unpublished)
+    unwatched = await alice.room.local_participant.publish_data_track(name="unwatched")
+    track = await alice.room.local_participant.publish_data_track(name="telemetry")
+    (remote,) = await bob.wait_for("data_track_published", lambda track: track.info.name == "telemetry")
+    frames = await _frames(track, remote.subscribe(), 5)
+
+    assert (remote.info.sid, remote.info.name, remote.publisher_identity) == (track.info.sid, "telemetry", "alice")
+    assert remote.info.sid.startswith("DTR_")
+    assert unwatched.is_published()
+    for frame in frames:
+        assert frame.user_timestamp is not None
+        assert frame.payload == f"frame {frame.user_timestamp}".encode() + bytes(range(256))
+    await track.unpublish()
+    assert await bob.wait_for("data_track_unpublished") == (track.info.sid,)
+
+
+async def test_a_late_joiner_sees_published_data_tracks(connect: Connect) -> None:
+    alice = await connect("alice")
+    track = await alice.room.local_participant.publish_data_track(name="telemetry")
+
+    carol = await connect("carol")
+    carol.room.on("data_track_published", lambda track: carol.record("data_track_published", track))
+
+    (remote,) = await carol.wait_for("data_track_published")
+    frames = await _frames(track, remote.subscribe(), 1)
+    assert frames[0].payload.startswith(b"frame ")

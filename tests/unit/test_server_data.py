@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from livekit.protocol import metrics as pmetrics
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from rtcstack.testing._data import NonceFilter, ReliableSequence, addressed_to, forwarded, stamp
+from rtcstack.testing._data_tracks import DataTrackHub, PublishRefused, check_publish, with_handle
 from rtcstack.testing._rooms import Participant, RoomRegistry, new_sid
 
 RELIABLE, LOSSY = pm.DataPacket.RELIABLE, pm.DataPacket.LOSSY
@@ -163,3 +165,61 @@ def test_metrics_go_to_those_allowed_to_subscribe_to_them() -> None:
     registry.send_metrics("nowhere", pm.DataPacket(metrics=pmetrics.MetricsBatch()))
 
     assert (len(watcher.data), len(other.data)) == (1, 0)
+
+
+def test_check_publish_refuses_as_livekit_does() -> None:
+    alice = sender()
+    alice.permission.can_publish_data = True
+    alice.data_tracks.append(pm.DataTrackInfo(pub_handle=1, sid="DTR_a", name="taken"))
+    mute = sender("mute")
+    cases = [
+        (pr.PublishDataTrackRequest(pub_handle=2, name="x"), mute, pr.RequestResponse.NOT_ALLOWED),
+        (pr.PublishDataTrackRequest(pub_handle=0, name="x"), alice, pr.RequestResponse.INVALID_HANDLE),
+        (pr.PublishDataTrackRequest(pub_handle=65536, name="x"), alice, pr.RequestResponse.INVALID_HANDLE),
+        (pr.PublishDataTrackRequest(pub_handle=2, name=""), alice, pr.RequestResponse.INVALID_NAME),
+        (pr.PublishDataTrackRequest(pub_handle=2, name="x" * 257), alice, pr.RequestResponse.INVALID_NAME),
+        (pr.PublishDataTrackRequest(pub_handle=1, name="x"), alice, pr.RequestResponse.DUPLICATE_HANDLE),
+        (pr.PublishDataTrackRequest(pub_handle=2, name="taken"), alice, pr.RequestResponse.DUPLICATE_NAME),
+    ]
+
+    for request, publisher, reason in cases:
+        with pytest.raises(PublishRefused) as refused:
+            check_publish(request, publisher)
+        assert refused.value.reason == reason, request
+    check_publish(pr.PublishDataTrackRequest(pub_handle=65535, name="x" * 256), alice)
+
+
+@dataclass(eq=False)
+class FrameSink:
+    frames: list[bytes] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+
+    def send_data_track_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def data_track_gone(self, track_sid: str) -> None:
+        self.gone.append(track_sid)
+
+
+def test_the_hub_forwards_a_frame_under_each_subscribers_handle() -> None:
+    hub = DataTrackHub()
+    alice = sender()
+    hub.add(alice, pm.DataTrackInfo(pub_handle=7, sid="DTR_a", name="a"))
+    bob, carol = FrameSink(), FrameSink()
+    hub.subscribe("DTR_a", bob, 1)
+    hub.subscribe("DTR_a", carol, 300)
+    frame = bytes([0x20, 0]) + (7).to_bytes(2, "big") + bytes(8) + b"payload"
+
+    hub.forward(alice.sid, frame)
+    hub.forward(alice.sid, frame[:11])  # shorter than a header
+    hub.forward(alice.sid, with_handle(frame, 8))  # no such track
+    hub.forward("PA_other", frame)
+
+    assert bob.frames == [with_handle(frame, 1)]
+    assert carol.frames == [with_handle(frame, 300)]
+    assert with_handle(frame, 300)[2:4] == b"\x01\x2c" and with_handle(frame, 300)[4:] == frame[4:]
+    hub.unsubscribe("DTR_a", carol)
+    hub.remove("DTR_a")
+    hub.forward(alice.sid, frame)
+    assert (len(bob.frames), bob.gone, carol.gone) == (1, ["DTR_a"], [])
+    assert hub.published("DTR_a") is None
