@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from livekit.protocol import metrics as pmetrics
@@ -10,7 +11,7 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from rtcstack.testing._data import NonceFilter, ReliableSequence, addressed_to, forwarded, stamp
-from rtcstack.testing._data_tracks import DataTrackHub, PublishRefused, check_publish, with_handle
+from rtcstack.testing._data_tracks import DataTrackEndpoint, DataTrackHub, PublishRefused, check_publish, with_handle
 from rtcstack.testing._rooms import Participant, RoomRegistry, new_sid
 
 RELIABLE, LOSSY = pm.DataPacket.RELIABLE, pm.DataPacket.LOSSY
@@ -223,3 +224,44 @@ def test_the_hub_forwards_a_frame_under_each_subscribers_handle() -> None:
     hub.forward(alice.sid, frame)
     assert (len(bob.frames), bob.gone, carol.gone) == (1, ["DTR_a"], [])
     assert hub.published("DTR_a") is None
+
+
+def test_an_endpoint_publishes_subscribes_forwards_and_cleans_up() -> None:
+    registry = RoomRegistry()
+    join(registry, "alice")
+    join(registry, "bob")
+    alice, bob = registry.find("alice"), registry.find("bob")
+    alice.info.permission.can_publish_data = True
+    signals: dict[str, list[pr.SignalResponse]] = {"alice": [], "bob": []}
+    frames: list[bytes] = []
+    endpoints = {
+        "alice": DataTrackEndpoint(alice, registry, signals["alice"].append, frames.append),
+        "bob": DataTrackEndpoint(bob, registry, signals["bob"].append, frames.append),
+    }
+
+    def request(identity: str, **message: Any) -> pr.SignalResponse:
+        endpoints[identity].handle(pr.SignalRequest(**message))
+        return signals[identity][-1]
+
+    def subscribe(track_sid: str, on: bool) -> dict[int, str]:
+        update = pr.UpdateDataSubscription.Update(track_sid=track_sid, subscribe=on)
+        handles = request("bob", update_data_subscription=pr.UpdateDataSubscription(updates=[update]))
+        return {h: p.track_sid for h, p in handles.data_track_subscriber_handles.sub_handles.items()}
+
+    published = request("alice", publish_data_track_request=pr.PublishDataTrackRequest(pub_handle=9, name="t"))
+    sid = published.publish_data_track_response.info.sid
+    refused = request("alice", publish_data_track_request=pr.PublishDataTrackRequest(pub_handle=9, name="u"))
+    missing = request("alice", unpublish_data_track_request=pr.UnpublishDataTrackRequest(pub_handle=5))
+
+    assert [t.sid for t in alice.info.data_tracks] == [sid]
+    assert refused.request_response.reason == pr.RequestResponse.DUPLICATE_HANDLE
+    assert missing.request_response.reason == pr.RequestResponse.NOT_FOUND
+    assert subscribe("DTR_nothing", True) == {}
+    assert subscribe(sid, True) == {1: sid}
+    endpoints["alice"].received(bytes([0x20, 0, 0, 9]) + bytes(8) + b"x")
+    assert frames == [bytes([0x20, 0, 0, 1]) + bytes(8) + b"x"]
+    assert subscribe(sid, False) == {}
+    assert subscribe(sid, True) == {2: sid}
+    endpoints["alice"].close()
+    assert signals["bob"][-1].data_track_subscriber_handles.sub_handles == {}
+    assert registry.data_tracks.published(sid) is None
