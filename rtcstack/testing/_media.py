@@ -142,7 +142,7 @@ class MediaPeer:
         label: str,
         *,
         on_connected: Callable[[], None] | None = None,
-        on_data: Callable[[bytes], None] | None = None,
+        on_data: Callable[[str, bytes], None] | None = None,
         on_inbound: Callable[[OfferedSection, str], Source | None] | None = None,
         on_inbound_ended: Callable[[str], None] | None = None,
     ) -> None:
@@ -294,12 +294,13 @@ class MediaPeer:
     async def offer(self) -> str:
         """Make an offer (the subscriber transport of the legacy two-connection mode) and return its SDP.
 
-        The first offer carries the ``_reliable`` and ``_lossy`` data channels, as the real server's does, so the
-        transport has an m-line to connect.
+        The first offer carries the ``_reliable``, ``_lossy`` and ``_data_track`` data channels, as the real server's
+        does, so the transport has an m-line to connect.
         """
         if not self._channels:
             self._add_channel(self._pc.createDataChannel("_reliable", ordered=True))
             self._add_channel(self._pc.createDataChannel("_lossy", ordered=False, maxRetransmits=0))
+            self._add_channel(self._pc.createDataChannel("_data_track", ordered=False, maxRetransmits=0))
         await self._pc.setLocalDescription(await self._pc.createOffer())
         return str(self._pc.localDescription.sdp)
 
@@ -330,12 +331,12 @@ class MediaPeer:
     def _add_channel(self, channel: Any) -> None:
         self._channels.append(channel)
         channel.on("open", self._flush_data)
-        channel.on("message", self._received)
+        channel.on("message", lambda message: self._received(channel.label, message))
         self._flush_data()
 
-    def _received(self, message: bytes | str) -> None:
+    def _received(self, label: str, message: bytes | str) -> None:
         if self._on_data is not None and isinstance(message, bytes):
-            self._on_data(message)
+            self._on_data(label, message)
 
     def _flush_data(self) -> None:
         waiting: list[tuple[str, bytes]] = []

@@ -19,6 +19,9 @@ from typing import Protocol
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._data import NonceFilter, addressed_to
+from ._data_tracks import DataTrackHub
+
 __all__ = ["Participant", "Room", "RoomRegistry", "Sink", "new_sid"]
 
 logger = logging.getLogger("rtcstack.testing")
@@ -72,6 +75,7 @@ class Room:
 
     info: pm.Room
     participants: dict[str, Participant] = field(default_factory=dict)
+    data_nonces: NonceFilter = field(default_factory=NonceFilter)
 
     @property
     def name(self) -> str:
@@ -95,6 +99,7 @@ class RoomRegistry:
         self._kicked: dict[str, pm.DisconnectReason] = {}
         self.departures: list[Callable[[Participant], None]] = []
         """Called with each participant that leaves its room, however it leaves (the media router's hook)."""
+        self.data_tracks = DataTrackHub()
 
     # -- queries ------------------------------------------------------------------------------------------------
 
@@ -286,18 +291,55 @@ class RoomRegistry:
                 participant.send(message)
 
     def send_data(self, room: str, packet: pm.DataPacket, sender: Participant | None = None) -> None:
-        """Deliver ``packet`` to everyone in ``room`` but ``sender``, or only to its destination sids/identities."""
+        """Deliver ``packet`` to everyone in ``room`` but ``sender``, or only to its destination sids/identities.
+
+        A user packet whose nonce the room saw lately is dropped, as LiveKit does.
+        """
         target = self._rooms.get(room)
-        if target is None:
+        if target is None or target.data_nonces.duplicate(packet):
             return
-        sids, identities = set(packet.user.destination_sids), set(packet.destination_identities)
-        identities.update(packet.user.destination_identities)
         for participant in list(target.participants.values()):
             if participant is sender or participant.sink is None:
                 continue
-            if (sids or identities) and participant.sid not in sids and participant.identity not in identities:
-                continue
-            participant.sink.send_data(packet)
+            if addressed_to(packet, participant.sid, participant.identity):
+                participant.sink.send_data(packet)
+
+    def send_metrics(self, room: str, packet: pm.DataPacket) -> None:
+        """Deliver a metrics packet to everyone in ``room`` allowed to subscribe to metrics, its sender included."""
+        target = self._rooms.get(room)
+        if target is None:
+            return
+        for participant in list(target.participants.values()):
+            if participant.sink is not None and participant.info.permission.can_subscribe_metrics:
+                participant.sink.send_data(packet)
+
+    def publish_data_track(self, participant: Participant, request: pr.PublishDataTrackRequest) -> pm.DataTrackInfo:
+        """Give a data track (the request already checked) its sid, add it to the participant and announce it."""
+        info = pm.DataTrackInfo(
+            pub_handle=request.pub_handle,
+            sid=new_sid("DTR"),
+            name=request.name,
+            encryption=request.encryption,
+            frame_encoding=request.frame_encoding if request.HasField("frame_encoding") else None,
+            schema=request.schema if request.HasField("schema") else None,
+        )
+        participant.info.data_tracks.append(info)
+        participant.info.is_publisher = True
+        self.data_tracks.add(participant.info, info)
+        self._announce(participant, include_self=False)
+        return info
+
+    def unpublish_data_track(self, participant: Participant, pub_handle: int) -> pm.DataTrackInfo | None:
+        """Remove the participant's data track with this handle, end its subscriptions, announce; None if none."""
+        for index, info in enumerate(participant.info.data_tracks):
+            if info.pub_handle == pub_handle:
+                removed = pm.DataTrackInfo()
+                removed.CopyFrom(info)
+                del participant.info.data_tracks[index]
+                self.data_tracks.remove(removed.sid)
+                self._announce(participant, include_self=False)
+                return removed
+        return None
 
     def _announce(self, participant: Participant, *, include_self: bool) -> None:
         participant.info.version = next(self._versions)

@@ -20,6 +20,9 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
+from ._data_tracks import LABEL as DATA_TRACK_LABEL
+from ._data_tracks import DataTrackEndpoint
 from ._forward import Outlet, Source
 from ._media import CodecRefused, MediaPeer, OfferedSection
 from ._rooms import Participant, RoomRegistry, new_sid
@@ -132,6 +135,8 @@ class Session:
         self._awaiting_answer = False
         self._offer_again = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reliable_sequence = ReliableSequence()
+        self._data_tracks = DataTrackEndpoint(participant, registry, self.send, self._send_data_track_frame)
 
     @property
     def finished(self) -> bool:
@@ -155,6 +160,7 @@ class Session:
             self.send(pr.SignalResponse(leave=leave))
         self.closed = True
         self._cancel_departure()
+        self._data_tracks.close()
         if self._channel is not None:
             self._channel.finish()
         self._closing = asyncio.create_task(self._shutdown(self._channel))
@@ -235,6 +241,7 @@ class Session:
                         protocol=PROTOCOL_VERSION,
                         node_id="loopback",
                     ),
+                    last_message_seq=self._reliable_sequence.last,
                 )
             )
         )
@@ -338,6 +345,8 @@ class Session:
             self._simulate(request.simulate)
         elif kind == "subscription":
             self._update_subscription(request.subscription)
+        elif DataTrackEndpoint.handles(kind):
+            self._data_tracks.handle(request)
         elif kind in ("store_data_blob_request", "get_data_blob_request"):
             request_id = getattr(request, kind).request_id
             self._respond(request_id, pr.RequestResponse.UNSUPPORTED_TYPE, "not supported by the loopback server")
@@ -540,6 +549,11 @@ class Session:
         if self.registry.unpublish_track(self.participant, track_sid):
             self.send(pr.SignalResponse(track_unpublished=pr.TrackUnpublishedResponse(track_sid=track_sid)))
 
+    def _send_data_track_frame(self, frame: bytes) -> None:
+        peer = self._publisher if self.single_pc else self._subscriber
+        if peer is not None and not self.closed:
+            peer.send_data(DATA_TRACK_LABEL, frame)
+
     async def _answer(self, offer: pr.SessionDescription) -> None:
         sdp, mids = await self._publisher_peer().answer(offer.sdp)
         answer = pr.SessionDescription(type="answer", sdp=sdp, id=offer.id, mid_to_track_id=mids)
@@ -572,19 +586,27 @@ class Session:
             )
         return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
 
-    def _relay_data(self, raw: bytes) -> None:
-        """A user packet the client published: stamp the sender, as LiveKit does, and deliver it to the room."""
+    def _relay_data(self, label: str, raw: bytes) -> None:
+        """A packet the client published on data channel ``label``: stamp it as LiveKit does and pass it on."""
+        if label == DATA_TRACK_LABEL:
+            self._data_tracks.received(raw)
+            return
+        kind = CHANNEL_KINDS.get(label)
+        sender = self.participant.info
+        if kind is None or not sender.permission.can_publish_data:
+            return
         try:
             packet = pm.DataPacket.FromString(raw)
         except DecodeError:
             logger.info("%r: dropped a data packet that is not a DataPacket", self)
             return
-        if packet.WhichOneof("value") != "user":
+        if not self._reliable_sequence.fresh(packet, kind):
             return
-        packet.participant_identity = self.participant.identity
-        packet.user.participant_identity = self.participant.identity
-        packet.user.participant_sid = self.participant.sid
-        self.registry.send_data(self.participant.room, packet, sender=self.participant)
+        stamp(packet, kind, sender)
+        if forwarded(packet, sender):
+            self.registry.send_data(self.participant.room, packet, sender=self.participant)
+        elif packet.WhichOneof("value") == "metrics":
+            self.registry.send_metrics(self.participant.room, packet)
 
     def _on_primary_connected(self) -> None:
         self.registry.set_state(self.participant, pm.ParticipantInfo.ACTIVE)
