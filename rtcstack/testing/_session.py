@@ -21,8 +21,8 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
+from ._data_endpoint import DataTrackEndpoint
 from ._data_tracks import LABEL as DATA_TRACK_LABEL
-from ._data_tracks import DataTrackEndpoint
 from ._forward import Outlet, Source
 from ._media import CodecRefused, MediaPeer, OfferedSection
 from ._rooms import Participant, RoomRegistry, new_sid

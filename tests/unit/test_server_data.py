@@ -11,7 +11,8 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from rtcstack.testing._data import NonceFilter, ReliableSequence, addressed_to, forwarded, stamp
-from rtcstack.testing._data_tracks import DataTrackEndpoint, DataTrackHub, PublishRefused, check_publish, with_handle
+from rtcstack.testing._data_endpoint import DataTrackEndpoint
+from rtcstack.testing._data_tracks import DataTrackHub, PublishRefused, check_publish, with_handle
 from rtcstack.testing._rooms import Participant, RoomRegistry, new_sid
 
 RELIABLE, LOSSY = pm.DataPacket.RELIABLE, pm.DataPacket.LOSSY
