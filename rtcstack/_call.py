@@ -194,6 +194,7 @@ class Call(EventEmitter):
         self._followers: list[MediaStream[Any]] = []
         self._departures: dict[str, list[tuple[asyncio.TimerHandle, Callable[[], None]]]] = {}
         self._media_room: RoomLike | None = None
+        self._room_state: int | None = None
 
     # -- public state ------------------------------------------------------------------------------------------
 
@@ -255,8 +256,10 @@ class Call(EventEmitter):
         loop = asyncio.get_running_loop()
         waiter = self._connect_waiter = loop.create_future()
         job = self._spawn(self._establish(budget))
+        connected = False
         try:
             await asyncio.wait_for(asyncio.shield(waiter), budget)
+            connected = True
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             self._connect_waiter = None
             waiter.cancel()
@@ -269,7 +272,10 @@ class Call(EventEmitter):
                 raise ConnectTimeoutError(f"connect did not finish within {budget:g} s") from None
             raise
         finally:
-            job.cancel()
+            if not connected:
+                job.cancel()
+            # else the Room's own CONN_CONNECTED event may have come before its connect() returned (its event task
+            # starts inside it): that connect ends by itself, and cancelling it would close a Room just connected
             self._connect_waiter = None
         self._schedule_token_timer()
 
@@ -552,6 +558,7 @@ class Call(EventEmitter):
         """Make a fresh Room the call's own and connect it within `budget`; on any failure it is retired."""
         room = self._room_factory()
         self._room = self._last_room = room
+        self._room_state = None
         for stream in self._followers:  # the tracks of an earlier Room are gone with it
             stream.detach()
         self._attach(room)
@@ -566,9 +573,11 @@ class Call(EventEmitter):
         finally:
             if self._room_connect is task:
                 self._room_connect = None
-        if self._room is room:
+        if self._room is room and self._room_state != rtc.ConnectionState.CONN_RECONNECTING:
             # The Room is connected when connect() returns; its CONN_CONNECTED event comes later, behind the FFI
             # events of every Room in the process (~1 ms alone, tens of ms with 10 connecting), and is then a no-op.
+            # The Room's event task starts inside connect() and may run before this line: a reconnect it reported
+            # meanwhile goes on, and ends with the Room's own CONN_CONNECTED.
             self._feed(SdkConnected())
 
     def _retire(self, room: RoomLike, connecting: asyncio.Future[None] | None) -> None:
@@ -665,6 +674,7 @@ class Call(EventEmitter):
     # -- Room callbacks ----------------------------------------------------------------------------------------
 
     def _on_connection_state(self, state: int) -> None:
+        self._room_state = state
         if state == rtc.ConnectionState.CONN_CONNECTED:
             self._feed(SdkConnected())
         elif state == rtc.ConnectionState.CONN_RECONNECTING:
