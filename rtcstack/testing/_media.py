@@ -140,7 +140,7 @@ class MediaPeer:
         label: str,
         *,
         on_connected: Callable[[], None] | None = None,
-        on_data: Callable[[bytes], None] | None = None,
+        on_data: Callable[[str, bytes], None] | None = None,
         on_inbound: Callable[[OfferedSection, str], Source | None] | None = None,
         on_inbound_ended: Callable[[str], None] | None = None,
     ) -> None:
@@ -327,12 +327,12 @@ class MediaPeer:
     def _add_channel(self, channel: Any) -> None:
         self._channels.append(channel)
         channel.on("open", self._flush_data)
-        channel.on("message", self._received)
+        channel.on("message", lambda message: self._received(channel.label, message))
         self._flush_data()
 
-    def _received(self, message: bytes | str) -> None:
+    def _received(self, label: str, message: bytes | str) -> None:
         if self._on_data is not None and isinstance(message, bytes):
-            self._on_data(message)
+            self._on_data(label, message)
 
     def _flush_data(self) -> None:
         waiting: list[tuple[str, bytes]] = []

@@ -19,6 +19,8 @@ from typing import Protocol
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._data import NonceFilter, addressed_to
+
 __all__ = ["Participant", "Room", "RoomRegistry", "Sink", "new_sid"]
 
 logger = logging.getLogger("rtcstack.testing")
@@ -72,6 +74,7 @@ class Room:
 
     info: pm.Room
     participants: dict[str, Participant] = field(default_factory=dict)
+    data_nonces: NonceFilter = field(default_factory=NonceFilter)
 
     @property
     def name(self) -> str:
@@ -286,18 +289,27 @@ class RoomRegistry:
                 participant.send(message)
 
     def send_data(self, room: str, packet: pm.DataPacket, sender: Participant | None = None) -> None:
-        """Deliver ``packet`` to everyone in ``room`` but ``sender``, or only to its destination sids/identities."""
+        """Deliver ``packet`` to everyone in ``room`` but ``sender``, or only to its destination sids/identities.
+
+        A user packet whose nonce the room saw lately is dropped, as LiveKit does.
+        """
         target = self._rooms.get(room)
-        if target is None:
+        if target is None or target.data_nonces.duplicate(packet):
             return
-        sids, identities = set(packet.user.destination_sids), set(packet.destination_identities)
-        identities.update(packet.user.destination_identities)
         for participant in list(target.participants.values()):
             if participant is sender or participant.sink is None:
                 continue
-            if (sids or identities) and participant.sid not in sids and participant.identity not in identities:
-                continue
-            participant.sink.send_data(packet)
+            if addressed_to(packet, participant.sid, participant.identity):
+                participant.sink.send_data(packet)
+
+    def send_metrics(self, room: str, packet: pm.DataPacket) -> None:
+        """Deliver a metrics packet to everyone in ``room`` allowed to subscribe to metrics, its sender included."""
+        target = self._rooms.get(room)
+        if target is None:
+            return
+        for participant in list(target.participants.values()):
+            if participant.sink is not None and participant.info.permission.can_subscribe_metrics:
+                participant.sink.send_data(packet)
 
     def _announce(self, participant: Participant, *, include_self: bool) -> None:
         participant.info.version = next(self._versions)

@@ -24,6 +24,7 @@ from livekit.api.access_token import Claims
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._cors import enable_cors
 from ._forward import ReceivedTrack, Source
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
@@ -110,8 +111,9 @@ class LoopbackServer:
         await self.close()
 
     def build_app(self) -> web.Application:
-        """The aiohttp application with the signal routes; add more routes before `start`."""
+        """The aiohttp application with the signal and Twirp routes, CORS on all; add more routes before `start`."""
         app = web.Application()
+        enable_cors(app)
         app.router.add_get("/rtc/v1/validate", self._validate)
         app.router.add_get("/rtc/validate", self._validate)
         app.router.add_get("/rtc/v1", self._signal)
@@ -303,6 +305,7 @@ class LoopbackServer:
                 hidden=bool(video.hidden),
                 recorder=bool(video.recorder),
                 agent=kind == pm.ParticipantInfo.AGENT,
+                can_subscribe_metrics=bool(video.can_subscribe_metrics),
             ),
             client_protocol=join.client_info.client_protocol,
         )

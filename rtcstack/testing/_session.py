@@ -20,6 +20,7 @@ from google.protobuf.message import DecodeError
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
 from ._forward import Outlet, Source
 from ._media import CodecRefused, MediaPeer, OfferedSection
 from ._rooms import Participant, RoomRegistry, new_sid
@@ -132,6 +133,7 @@ class Session:
         self._awaiting_answer = False
         self._offer_again = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reliable_sequence = ReliableSequence()
 
     @property
     def finished(self) -> bool:
@@ -235,6 +237,7 @@ class Session:
                         protocol=PROTOCOL_VERSION,
                         node_id="loopback",
                     ),
+                    last_message_seq=self._reliable_sequence.last,
                 )
             )
         )
@@ -565,19 +568,24 @@ class Session:
             )
         return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
 
-    def _relay_data(self, raw: bytes) -> None:
-        """A user packet the client published: stamp the sender, as LiveKit does, and deliver it to the room."""
+    def _relay_data(self, label: str, raw: bytes) -> None:
+        """A packet the client published on data channel ``label``: stamp it as LiveKit does and pass it on."""
+        kind = CHANNEL_KINDS.get(label)
+        sender = self.participant.info
+        if kind is None or not sender.permission.can_publish_data:
+            return
         try:
             packet = pm.DataPacket.FromString(raw)
         except DecodeError:
             logger.info("%r: dropped a data packet that is not a DataPacket", self)
             return
-        if packet.WhichOneof("value") != "user":
+        if not self._reliable_sequence.fresh(packet, kind):
             return
-        packet.participant_identity = self.participant.identity
-        packet.user.participant_identity = self.participant.identity
-        packet.user.participant_sid = self.participant.sid
-        self.registry.send_data(self.participant.room, packet, sender=self.participant)
+        stamp(packet, kind, sender)
+        if forwarded(packet, sender):
+            self.registry.send_data(self.participant.room, packet, sender=self.participant)
+        elif packet.WhichOneof("value") == "metrics":
+            self.registry.send_metrics(self.participant.room, packet)
 
     def _on_primary_connected(self) -> None:
         self.registry.set_state(self.participant, pm.ParticipantInfo.ACTIVE)
