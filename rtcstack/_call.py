@@ -773,15 +773,10 @@ class Call(EventEmitter):
 
     def _on_local_track_unpublished(self, publication: Any) -> None:
         room = self._room
-        if room is None:
-            return
-        info = track_info_from_sdk(publication)
-
-        def apply() -> None:
+        if room is not None:
+            info = track_info_from_sdk(publication)
             self._publications.remove(info.sid)
             self._emit("track_unpublished", self._known(room.local_participant), info)
-
-        self._depart(room.local_participant.identity, apply)
 
     def _on_local_track_republished(self, publication: Any, previous_sid: str) -> None:
         self._publications.renamed(publication, previous_sid)
