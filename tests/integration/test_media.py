@@ -199,6 +199,19 @@ async def next_frames(stream: MediaStream[rtc.AudioFrameEvent], count: int) -> l
     raise AssertionError(f"the stream ended after {len(frames)} of {count} frames")
 
 
+async def ends(stream: MediaStream[Any]) -> None:
+    """The stream ends (after the frames it still buffers) within WAIT."""
+
+    async def drain() -> None:
+        async for _ in stream:
+            pass
+
+    try:
+        await asyncio.wait_for(drain(), WAIT)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"the stream did not end within {WAIT} s of the participant leaving") from None
+
+
 FRESH = 150
 """Frames read after a fault: more than a stream buffers (100), so some were received after it."""
 
@@ -224,10 +237,69 @@ async def test_audio_stream_follows_a_participant_across_faults_and_ends_when_th
         assert (call.room is room) == (name != "rejoin"), name
         assert level((await next_frames(stream, FRESH))[-50:]) > 1000, name
     await server.remove_participant("demo", "caller")
-    with pytest.raises(StopAsyncIteration):
-        await asyncio.wait_for(stream.__anext__(), WAIT)
+    await ends(stream)
     await stream.aclose()
     assert call._followers == [] and not stream._closing
+    assert not [t for t in asyncio.all_tasks() if _of_a_stream(t)], "a task of the ended stream is still running"
+
+
+def _of_a_stream(task: asyncio.Task[Any]) -> bool:
+    name = getattr(task.get_coro(), "__qualname__", "")
+    return name.startswith("MediaStream.") or name == "_close"
+
+
+@contextlib.asynccontextmanager
+async def camera(room: rtc.Room) -> AsyncIterator[None]:
+    """Publish 320x180 video at ~15 fps on `room` (the SDK's defaults: VP8, simulcast) for the block."""
+    source = rtc.VideoSource(320, 180)
+    track = rtc.LocalVideoTrack.create_video_track("cam", source)
+    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+
+    async def play() -> None:
+        data = bytearray(320 * 180 * 4)
+        count = 0
+        while True:
+            count += 1
+            data[: 320 * 4] = bytes([count % 256]) * (320 * 4)
+            source.capture_frame(rtc.VideoFrame(320, 180, rtc.VideoBufferType.RGBA, data))
+            await asyncio.sleep(1 / 15)
+
+    player = asyncio.create_task(play())
+    try:
+        yield
+    finally:
+        player.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await player
+
+
+async def test_video_stream_follows_a_participant_across_a_rejoin(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory
+) -> None:
+    bob = await connect("bob")
+    call = make_call()
+    await call.connect()
+    stream = call.video_stream("bob")
+
+    async def frames(count: int) -> list[rtc.VideoFrameEvent]:
+        got: list[rtc.VideoFrameEvent] = []
+        try:
+            async with asyncio.timeout(WAIT):
+                async for event in stream:
+                    got.append(event)
+                    if len(got) >= count:
+                        return got
+        except TimeoutError:
+            raise AssertionError(f"only {len(got)} of {count} video frames in {WAIT} s") from None
+        raise AssertionError("the video stream ended")
+
+    async with camera(bob.room):
+        assert {(e.frame.width, e.frame.height) for e in await frames(5)} == {(320, 180)}
+        await quick_rejoin(server, call)
+        await frames(110)  # more than the stream buffers: frames of the fresh Room's track too
+        await bob.room.disconnect()
+        await ends(stream)
+    await stream.aclose()
 
 
 async def test_track_subscribed_once_per_real_subscription_across_faults(
