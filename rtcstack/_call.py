@@ -48,7 +48,7 @@ from ._machine import (
     SdkDisconnected,
     SdkReconnecting,
 )
-from ._media import LocalPublications, MediaStream, Published, Subscriptions
+from ._media import Departures, LocalPublications, MediaStream, Published, Subscriptions
 from ._models import Participant, TrackInfo, participant_from_sdk, track_info_from_sdk
 from ._options import CallOptions
 from ._roster import Roster
@@ -192,7 +192,7 @@ class Call(EventEmitter):
         self._publications = LocalPublications()
         self._subscriptions = Subscriptions()
         self._followers: list[MediaStream[Any]] = []
-        self._departures: dict[str, list[tuple[asyncio.TimerHandle, Callable[[], None]]]] = {}
+        self._departures = Departures(_UNEXPLAINED_LEAVE_GRACE)
         self._media_room: RoomLike | None = None
         self._room_state: int | None = None
 
@@ -453,33 +453,10 @@ class Call(EventEmitter):
 
     def _media_left(self, participant: Participant) -> None:
         """`participant` left for real: what they sent ends before `participant_left` is emitted."""
-        for _, apply in self._departures.pop(participant.identity, []):
-            apply()
+        self._departures.flush(participant.identity)
         self._run(self._subscriptions.left(participant))
         for stream in [s for s in self._followers if s.identity == participant.identity]:
             stream.end()
-
-    def _depart(self, identity: str, apply: Callable[[], None]) -> None:
-        """Apply a track's departure after the grace a leave without reason gets: a full restart reports every
-        track gone just before it shows as reconnecting, and `reconnecting` drops what is still waiting."""
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(_UNEXPLAINED_LEAVE_GRACE, self._departed, identity)
-        self._departures.setdefault(identity, []).append((handle, apply))
-
-    def _departed(self, identity: str) -> None:
-        queue = self._departures.get(identity)
-        if not queue:
-            return
-        _, apply = queue.pop(0)
-        if not queue:
-            del self._departures[identity]
-        apply()
-
-    def _drop_departures(self) -> None:
-        for queue in self._departures.values():
-            for handle, _ in queue:
-                handle.cancel()
-        self._departures.clear()
 
     # -- the pump ----------------------------------------------------------------------------------------------
 
@@ -498,7 +475,7 @@ class Call(EventEmitter):
         if name == "reconnecting" and not self._roster.held:
             self._roster.hold()
             self._subscriptions.hold()
-            self._drop_departures()
+            self._departures.drop()
         elif name == "reconnected":
             self._refresh_local()
             self._run(self._roster.release(self._current_participants()))
@@ -532,7 +509,7 @@ class Call(EventEmitter):
         if self._room is not None:
             self._retire(self._room, self._room_connect)
         self._roster.clear()
-        self._drop_departures()
+        self._departures.drop()
         for stream in list(self._followers):
             stream.end()
         self._publications.clear()
@@ -740,7 +717,7 @@ class Call(EventEmitter):
             self._run(self._subscriptions.unsubscribed(snap, info.sid))
             self._emit("track_unpublished", snap, info)
 
-        self._depart(participant.identity, apply)
+        self._departures.add(participant.identity, apply)
 
     def _on_track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
         for stream in self._followers:
@@ -756,7 +733,7 @@ class Call(EventEmitter):
             if stream.track is track:
                 stream.detach()
         sid = publication.sid
-        self._depart(
+        self._departures.add(
             participant.identity, lambda: self._run(self._subscriptions.unsubscribed(self._known(participant), sid))
         )
 

@@ -22,7 +22,14 @@ from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by
 from ._machine import Emit
 from ._models import Participant, TrackInfo, track_info_from_sdk
 
-__all__ = ["LocalPublications", "MediaStream", "Published", "Subscriptions", "options_from_publication"]
+__all__ = [
+    "Departures",
+    "LocalPublications",
+    "MediaStream",
+    "Published",
+    "Subscriptions",
+    "options_from_publication",
+]
 
 logger = logging.getLogger("rtcstack")
 
@@ -201,6 +208,48 @@ class Subscriptions:
 
 
 _OFF = {"subscribed": False}
+
+
+class Departures:
+    """Track departures the SDK reported (unsubscribe, unpublish), applied in order after `grace` seconds.
+
+    A full restart makes the SDK report every remote track gone just before the call shows as reconnecting, as it
+    does with the participants; `drop()` (a reconnect episode began) forgets what is still waiting, and `flush()`
+    applies a participant's at once when they really leave.
+    """
+
+    __slots__ = ("_grace", "_waiting")
+
+    def __init__(self, grace: float) -> None:
+        self._grace = grace
+        self._waiting: dict[str, list[tuple[asyncio.TimerHandle, Callable[[], None]]]] = {}
+
+    def add(self, identity: str, apply: Callable[[], None]) -> None:
+        """Call `apply` after the grace, unless dropped or flushed first."""
+        handle = asyncio.get_running_loop().call_later(self._grace, self._due, identity)
+        self._waiting.setdefault(identity, []).append((handle, apply))
+
+    def _due(self, identity: str) -> None:
+        queue = self._waiting.get(identity)
+        if not queue:
+            return
+        _, apply = queue.pop(0)
+        if not queue:
+            del self._waiting[identity]
+        apply()
+
+    def flush(self, identity: str) -> None:
+        """Apply `identity`'s waiting departures now, in order."""
+        for handle, apply in self._waiting.pop(identity, []):
+            handle.cancel()
+            apply()
+
+    def drop(self) -> None:
+        """Forget every waiting departure."""
+        for queue in self._waiting.values():
+            for handle, _ in queue:
+                handle.cancel()
+        self._waiting.clear()
 
 
 class MediaStream(Generic[_Event]):
