@@ -375,3 +375,22 @@ async def test_a_subscriber_gets_the_simulcast_layer_it_asks_for(
             await _width(stream, 640)
         finally:
             await stream.aclose()
+
+
+async def test_a_track_asking_for_vp9_is_refused_and_the_session_goes_on(connect: Connect) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    source = rtc.VideoSource(320, 180)
+    track = rtc.LocalVideoTrack.create_video_track("cam", source)
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA, video_codec=rtc.VideoCodec.VP9, simulcast=True
+    )
+    options.scalability_mode = "L3T3_KEY"  # the SDK then names the codec in its AddTrackRequest
+    with pytest.raises(rtc.participant.PublishTrackError):  # the SDK has no way to hear why: it times out
+        await alice.room.local_participant.publish_track(track, options)
+    await source.aclose()
+    assert alice.room.connection_state == rtc.ConnectionState.CONN_CONNECTED and alice.count("reconnecting") == 0
+    subscribed(bob)
+    async with tone(alice.room):  # what the server can forward still goes through
+        heard, _, _ = await bob.wait_for("track_subscribed")
+        await audio_frames(heard, 20)
