@@ -13,11 +13,12 @@ from ._calls import CALLS
 from ._common import Bench, Context, log
 from ._connect import CONNECT, CROWD
 from ._events import EVENTS, ROSTER
+from ._media import MEDIA
 from ._recovery import EXPIRED, RESUME
 from ._report import Row, environment, render, table
 from ._sfu import SFU
 
-BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, EVENTS, ROSTER, CALLS, CROWD, SFU)
+BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU)
 ROOT = Path(__file__).resolve().parents[1]
 
 

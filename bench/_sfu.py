@@ -138,7 +138,7 @@ SFU = Bench(
     sfu,
     [
         "**server CPU (SFU)**: a LoopbackServer in its own process; one publisher (a 440 Hz tone and 640x360 video "
-        "at 30 fps with the SDK's default options: VP8, simulcast, of which the server takes the top layer) and 3 "
+        "at 30 fps with the SDK's default options: VP8, simulcast, every layer received, the top one sent) and 3 "
         "subscribers, all real SDK Rooms in the bench process. The server's utime + stime over 10 s, 2 s after the "
         "first frame arrived, in % of one core; 3 rooms, one after the other.",
         "**publish_track → first video frame**: from the call of `publish_track` for the camera (the microphone "

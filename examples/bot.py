@@ -19,7 +19,7 @@ async def main(url: str, token: str, *, stay: float = 30.0) -> None:
         text = f"hello {participant.name or participant.identity}"
         await call.room.local_participant.publish_data(text, topic="chat")
 
-    async def answer(data: bytes, sender: Participant | None, topic: str | None) -> None:
+    async def answer(data: bytes, sender: Participant | None, topic: str | None, reliable: bool) -> None:
         if data == b"ping" and sender is not None:
             await call.room.local_participant.publish_data(
                 "pong", topic=topic or "chat", destination_identities=[sender.identity]

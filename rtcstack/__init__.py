@@ -4,7 +4,8 @@
     call.on("reconnecting", lambda attempt: print(f"reconnecting (attempt {attempt})"))
     await call.connect()
 
-Everything else (publishing tracks, RPC, data streams) stays reachable through `call.room`.
+Its media survives its own rejoin (`call.publish_track`, `call.audio_stream`, `call.video_stream`); everything else
+(RPC, data streams, track settings) stays reachable through `call.room`.
 """
 
 import logging
@@ -17,15 +18,18 @@ from ._errors import (
     ConnectError,
     ConnectTimeoutError,
     InvalidStateError,
+    PublishError,
     RtcstackError,
     TokenError,
     TokenExpiredError,
     TokenRefreshError,
 )
+from ._media import MediaStream
 from ._models import Participant, TrackInfo
 from ._options import CallOptions, ReconnectPolicy
 from ._tokens import Refresher, http_token_refresher
 from ._vocab import (
+    EVENT_NAMES,
     ConnectionStateName,
     DisconnectReason,
     EventName,
@@ -38,7 +42,7 @@ from ._vocab import (
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022  (plainly sorted, as tests/unit/test_public_api.py checks; ruff puts constants first)
     "AuthRejectedError",
     "Call",
     "CallEvent",
@@ -48,11 +52,14 @@ __all__ = [
     "ConnectTimeoutError",
     "ConnectionStateName",
     "DisconnectReason",
+    "EVENT_NAMES",
     "EventName",
     "InvalidStateError",
+    "MediaStream",
     "Participant",
     "ParticipantKindName",
     "ParticipantStateName",
+    "PublishError",
     "QualityName",
     "ReconnectPolicy",
     "Refresher",

@@ -1,8 +1,9 @@
 """`Call`: the pump between a `livekit.rtc.Room` and the pure `CallMachine`.
 
 Room callbacks, timers and user calls become machine inputs; the machine's outputs become events (through the
-emitter) and rejoins. The rules live in `_machine` (lifecycle), `_roster` (participants across a reconnect) and
-`_tokens` (claims and refresh checks); this module only moves data between them and the SDK.
+emitter) and rejoins. The rules live in `_machine` (lifecycle), `_roster` (participants across a reconnect), `_media`
+(publications, subscriptions and streams across a reconnect) and `_tokens` (claims and refresh checks); this module
+only moves data between them and the SDK.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from livekit import rtc
+from livekit.rtc.participant import PublishTrackError, UnpublishTrackError
 
 from ._emitter import EventEmitter
 from ._errors import (
@@ -27,6 +29,7 @@ from ._errors import (
     ConnectError,
     ConnectTimeoutError,
     InvalidStateError,
+    PublishError,
     TokenError,
     TokenExpiredError,
     TokenRefreshError,
@@ -45,7 +48,8 @@ from ._machine import (
     SdkDisconnected,
     SdkReconnecting,
 )
-from ._models import Participant, participant_from_sdk, track_info_from_sdk
+from ._media import Departures, LocalPublications, MediaStream, Published, Subscriptions
+from ._models import Participant, TrackInfo, participant_from_sdk, track_info_from_sdk
 from ._options import CallOptions
 from ._roster import Roster
 from ._tokens import (
@@ -59,7 +63,14 @@ from ._tokens import (
     refresh_due,
     run_refresher,
 )
-from ._vocab import ConnectionStateName, DisconnectReason, quality_from_sdk, reason_from_sdk
+from ._vocab import (
+    TRACK_SOURCE_FROM_SDK,
+    ConnectionStateName,
+    DisconnectReason,
+    TrackSourceName,
+    quality_from_sdk,
+    reason_from_sdk,
+)
 
 __all__ = ["Call", "RoomLike", "classify_connect_error", "create_call", "normalize_url"]
 
@@ -73,6 +84,9 @@ _UNEXPLAINED_LEAVE_GRACE = 0.25
 _SDK_CONNECT_GRACE = 30.0
 """Seconds past its 3 attempts of `connect_timeout` each that a Room's connect may take before it is abandoned."""
 _T = TypeVar("_T")
+_SOURCES: dict[str, int] = {name: value for value, name in TRACK_SOURCE_FROM_SDK.items()}
+_AUDIO_SOURCES = ("microphone", "screen_share_audio", "unknown")
+_VIDEO_SOURCES = ("camera", "screen_share", "unknown")
 
 
 class RoomLike(Protocol):
@@ -179,6 +193,12 @@ class Call(EventEmitter):
         self._pending_leaves: dict[str, asyncio.TimerHandle] = {}
         self._token_timer: asyncio.TimerHandle | None = None
         self._warned_for: datetime | None = None
+        self._publications = LocalPublications()
+        self._subscriptions = Subscriptions()
+        self._followers: list[MediaStream[Any]] = []
+        self._departures = Departures(_UNEXPLAINED_LEAVE_GRACE)
+        self._media_room: RoomLike | None = None
+        self._room_state: int | None = None
 
     # -- public state ------------------------------------------------------------------------------------------
 
@@ -240,8 +260,10 @@ class Call(EventEmitter):
         loop = asyncio.get_running_loop()
         waiter = self._connect_waiter = loop.create_future()
         job = self._spawn(self._establish(budget))
+        connected = False
         try:
             await asyncio.wait_for(asyncio.shield(waiter), budget)
+            connected = True
         except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             self._connect_waiter = None
             waiter.cancel()
@@ -254,7 +276,10 @@ class Call(EventEmitter):
                 raise ConnectTimeoutError(f"connect did not finish within {budget:g} s") from None
             raise
         finally:
-            job.cancel()
+            if not connected:
+                job.cancel()
+            # else the Room's own CONN_CONNECTED event may have come before its connect() returned (its event task
+            # starts inside it): that connect ends by itself, and cancelling it would close a Room just connected
             self._connect_waiter = None
         self._schedule_token_timer()
 
@@ -296,6 +321,147 @@ class Call(EventEmitter):
     ) -> None:
         await self.disconnect()
 
+    # -- media -------------------------------------------------------------------------------------------------
+
+    async def publish_track(
+        self, track: rtc.LocalAudioTrack | rtc.LocalVideoTrack, options: rtc.TrackPublishOptions | None = None
+    ) -> TrackInfo:
+        """Publish a local track; after a rejoin the call publishes it again with the same options.
+
+        Tracks published directly on `call.room` are kept too (with the options their publication tells). Raises
+        `ConfigError` for a track or options of the wrong type, `InvalidStateError` unless `"connected"`, and
+        `PublishError` when the SDK refuses.
+        """
+        if not isinstance(track, rtc.LocalAudioTrack | rtc.LocalVideoTrack):
+            raise ConfigError(
+                f"track must be an rtc.LocalAudioTrack or rtc.LocalVideoTrack, not {type(track).__name__}"
+            )
+        if options is not None and not isinstance(options, rtc.TrackPublishOptions):
+            raise ConfigError(f"options must be an rtc.TrackPublishOptions or None, not {type(options).__name__}")
+        room = self._live_room("publish_track")
+        options = rtc.TrackPublishOptions() if options is None else options
+        self._publications.expect(track, options)
+        try:
+            publication = await room.local_participant.publish_track(track, options)
+        except PublishTrackError as exc:
+            self._publications.abandon(track)
+            raise PublishError(f"publish_track failed: {exc}") from exc
+        except BaseException:
+            self._publications.abandon(track)
+            raise
+        if room is self._room:
+            self._publications.published(publication, track)
+        return track_info_from_sdk(publication)
+
+    async def unpublish_track(self, sid: str) -> None:
+        """Unpublish a local track (by the sid `publish_track` or a `track_published` event gave); it is not
+        published again after a rejoin. Raises `ConfigError` for a sid the call does not publish,
+        `InvalidStateError` unless `"connected"`, and `PublishError` when the SDK refuses."""
+        entry = self._publications.find(sid) if isinstance(sid, str) else None
+        if entry is None:
+            raise ConfigError(f"no local track is published with sid {sid!r}")
+        room = self._live_room("unpublish_track")
+        current = entry.sids[-1]
+        self._publications.remove(current)
+        try:
+            await room.local_participant.unpublish_track(current)
+        except UnpublishTrackError as exc:
+            raise PublishError(f"unpublish_track failed: {exc}") from exc
+
+    def audio_stream(
+        self, identity: str, source: TrackSourceName = "microphone", sample_rate: int = 48000, num_channels: int = 1
+    ) -> MediaStream[rtc.AudioFrameEvent]:
+        """Frames of `identity`'s audio track of `source`, across resumes, restarts, rejoins and republishes.
+
+        An async iterator of `rtc.AudioFrameEvent` that yields nothing while there is no such track and ends when
+        the participant leaves, the call ends, or on `aclose()`. Raises `ConfigError` for bad arguments and
+        `InvalidStateError` once the call has ended.
+        """
+        for name, value in (("sample_rate", sample_rate), ("num_channels", num_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive int, not {value!r}")
+
+        def open_stream(track: Any) -> rtc.AudioStream:
+            return rtc.AudioStream.from_track(track=track, sample_rate=sample_rate, num_channels=num_channels)
+
+        return self._follow(identity, source, _AUDIO_SOURCES, rtc.TrackKind.KIND_AUDIO, open_stream)
+
+    def video_stream(self, identity: str, source: TrackSourceName = "camera") -> MediaStream[rtc.VideoFrameEvent]:
+        """Frames of `identity`'s video track of `source` (`rtc.VideoFrameEvent`), like `audio_stream`."""
+
+        def open_stream(track: Any) -> rtc.VideoStream:
+            return rtc.VideoStream.from_track(track=track)
+
+        return self._follow(identity, source, _VIDEO_SOURCES, rtc.TrackKind.KIND_VIDEO, open_stream)
+
+    def _follow(
+        self, identity: str, source: str, allowed: tuple[str, ...], kind: int, open_stream: Callable[[Any], Any]
+    ) -> MediaStream[Any]:
+        if not isinstance(identity, str) or not identity:
+            raise ConfigError("identity must be a non-empty string")
+        if identity == self._claims.identity:
+            raise ConfigError(f"{identity!r} is the local participant; streams follow remote participants")
+        if source not in allowed:
+            raise ConfigError(f"source must be one of {', '.join(allowed)}, not {source!r}")
+        if self._machine.state == "disconnected":
+            raise InvalidStateError("the call has ended")
+        stream: MediaStream[Any] = MediaStream(
+            identity, _SOURCES[source], kind, open_stream, self._spawn, self._unfollow
+        )
+        self._followers.append(stream)
+        room = self._room
+        participant = None if room is None else room.remote_participants.get(identity)
+        if participant is not None:
+            for publication in participant.track_publications.values():
+                if (publication.source, publication.kind) == (stream.source, kind) and publication.track is not None:
+                    stream.attach(publication.track)
+        return stream
+
+    def _unfollow(self, stream: MediaStream[Any]) -> None:
+        if stream in self._followers:
+            self._followers.remove(stream)
+
+    def _live_room(self, method: str) -> RoomLike:
+        room = self._room
+        if self._machine.state != "connected" or room is None:
+            raise InvalidStateError(f"{method}() needs a connected call, not {self._machine.state}")
+        return room
+
+    def _current_publications(self) -> list[tuple[Participant, TrackInfo]]:
+        return [(participant, track) for participant in self._roster.snapshot() for track in participant.tracks]
+
+    def _media_settled(self) -> None:
+        """The call is back: on a fresh Room (a rejoin), publish again what the earlier Room published."""
+        room = self._room
+        if room is None or room is self._media_room:
+            return
+        self._media_room = room
+        kept = self._publications.kept()
+        if kept:
+            self._spawn(self._republish(room, kept))
+
+    async def _republish(self, room: RoomLike, kept: list[Published]) -> None:
+        for entry in kept:
+            if room is not self._room:
+                return
+            try:
+                await room.local_participant.publish_track(entry.track, entry.options)
+            except Exception as exc:  # reported as the track's end: the app sees it is no longer published
+                if room is not self._room:
+                    return
+                logger.warning(
+                    "could not publish track %s again after a rejoin: %s: %s", entry.info.sid, type(exc).__name__, exc
+                )
+                self._publications.forget(entry)
+                self._emit("track_unpublished", self._known(room.local_participant), entry.info)
+
+    def _media_left(self, participant: Participant) -> None:
+        """`participant` left for real: what they sent ends before `participant_left` is emitted."""
+        self._departures.flush(participant.identity)
+        self._run(self._subscriptions.left(participant))
+        for stream in [s for s in self._followers if s.identity == participant.identity]:
+            stream.end()
+
     # -- the pump ----------------------------------------------------------------------------------------------
 
     def _feed(self, event: Input) -> None:
@@ -312,14 +478,21 @@ class Call(EventEmitter):
         name = out.name
         if name == "reconnecting" and not self._roster.held:
             self._roster.hold()
+            self._subscriptions.hold()
+            self._departures.drop()
         elif name == "reconnected":
             self._refresh_local()
             self._run(self._roster.release(self._current_participants()))
+            self._run(self._subscriptions.release(self._current_publications()))
+            self._media_settled()
         elif name == "connected":
             self._refresh_local()
             self._roster.seed(self._current_participants())
+            self._media_room = self._room
             if self._connect_waiter is not None and not self._connect_waiter.done():
                 self._connect_waiter.set_result(None)
+        elif name == "participant_left":
+            self._media_left(cast(Participant, out.args[0]))
         elif name == "disconnected":
             self._ended()
         self._emit(out.name, *out.args)
@@ -340,6 +513,12 @@ class Call(EventEmitter):
         if self._room is not None:
             self._retire(self._room, self._room_connect)
         self._roster.clear()
+        self._departures.drop()
+        for stream in list(self._followers):
+            stream.end()
+        self._publications.clear()
+        self._subscriptions.clear()
+        self._media_room = None
 
     def _fail_waiter(self, error: ConnectError) -> None:
         if self._connect_waiter is not None and not self._connect_waiter.done():
@@ -360,6 +539,9 @@ class Call(EventEmitter):
         """Make a fresh Room the call's own and connect it within `budget`; on any failure it is retired."""
         room = self._room_factory()
         self._room = self._last_room = room
+        self._room_state = None
+        for stream in self._followers:  # the tracks of an earlier Room are gone with it
+            stream.detach()
         self._attach(room)
         self._room_budget = budget
         task = self._room_connect = asyncio.ensure_future(room.connect(self._url, token, self._room_options(budget)))
@@ -372,9 +554,11 @@ class Call(EventEmitter):
         finally:
             if self._room_connect is task:
                 self._room_connect = None
-        if self._room is room:
+        if self._room is room and self._room_state != rtc.ConnectionState.CONN_RECONNECTING:
             # The Room is connected when connect() returns; its CONN_CONNECTED event comes later, behind the FFI
             # events of every Room in the process (~1 ms alone, tens of ms with 10 connecting), and is then a no-op.
+            # The Room's event task starts inside connect() and may run before this line: a reconnect it reported
+            # meanwhile goes on, and ends with the Room's own CONN_CONNECTED.
             self._feed(SdkConnected())
 
     def _retire(self, room: RoomLike, connecting: asyncio.Future[None] | None) -> None:
@@ -426,7 +610,12 @@ class Call(EventEmitter):
             ("connection_quality_changed", self._on_quality),
             ("track_published", self._on_track_published),
             ("track_unpublished", self._on_track_unpublished),
+            ("track_subscribed", self._on_track_subscribed),
+            ("track_unsubscribed", self._on_track_unsubscribed),
+            ("track_subscription_failed", self._on_track_subscription_failed),
             ("local_track_published", self._on_local_track_published),
+            ("local_track_unpublished", self._on_local_track_unpublished),
+            ("local_track_republished", self._on_local_track_republished),
             ("track_muted", self._on_track_muted),
             ("track_unmuted", self._on_track_unmuted),
             ("active_speakers_changed", self._on_active_speakers),
@@ -466,6 +655,7 @@ class Call(EventEmitter):
     # -- Room callbacks ----------------------------------------------------------------------------------------
 
     def _on_connection_state(self, state: int) -> None:
+        self._room_state = state
         if state == rtc.ConnectionState.CONN_CONNECTED:
             self._feed(SdkConnected())
         elif state == rtc.ConnectionState.CONN_RECONNECTING:
@@ -524,14 +714,54 @@ class Call(EventEmitter):
             self._emit("track_published", snap, track_info_from_sdk(publication))
 
     def _on_track_unpublished(self, publication: Any, participant: Any) -> None:
-        snap = self._known(participant)
-        if not self._roster.held:
-            self._emit("track_unpublished", snap, track_info_from_sdk(publication))
+        info = track_info_from_sdk(publication)
 
-    def _on_local_track_published(self, publication: Any, _track: Any) -> None:
+        def apply() -> None:
+            snap = self._known(participant)
+            self._run(self._subscriptions.unsubscribed(snap, info.sid))
+            self._emit("track_unpublished", snap, info)
+
+        self._departures.add(participant.identity, apply)
+
+    def _on_track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
+        for stream in self._followers:
+            if stream.identity == participant.identity and (stream.source, stream.kind) == (
+                publication.source,
+                publication.kind,
+            ):
+                stream.attach(track)
+        self._run(self._subscriptions.subscribed(self._known(participant), track_info_from_sdk(publication)))
+
+    def _on_track_unsubscribed(self, track: Any, publication: Any, participant: Any) -> None:
+        for stream in self._followers:
+            if stream.track is track:
+                stream.detach()
+        sid = publication.sid
+        self._departures.add(
+            participant.identity, lambda: self._run(self._subscriptions.unsubscribed(self._known(participant), sid))
+        )
+
+    def _on_track_subscription_failed(self, participant: Any, track_sid: str, error: str) -> None:
+        snap = self._known(participant)
+        self._run(self._subscriptions.unsubscribed(snap, track_sid))
+        self._emit("track_subscription_failed", snap, track_sid, error)
+
+    def _on_local_track_published(self, publication: Any, track: Any) -> None:
         if self._room is not None:
+            self._publications.published(publication, track)
             snap = self._known(self._room.local_participant)
             self._emit("track_published", snap, track_info_from_sdk(publication))
+
+    def _on_local_track_unpublished(self, publication: Any) -> None:
+        room = self._room
+        if room is not None:
+            info = track_info_from_sdk(publication)
+            self._publications.remove(info.sid)
+            self._emit("track_unpublished", self._known(room.local_participant), info)
+
+    def _on_local_track_republished(self, publication: Any, previous_sid: str) -> None:
+        self._publications.renamed(publication, previous_sid)
+        self._refresh_local()
 
     def _on_track_muted(self, participant: Any, publication: Any) -> None:
         self._emit("track_muted", self._known(participant), track_info_from_sdk(publication))
@@ -560,7 +790,8 @@ class Call(EventEmitter):
 
     def _on_data(self, packet: rtc.DataPacket) -> None:
         sender = None if packet.participant is None else self._roster.get(packet.participant.identity)
-        self._emit("data_received", packet.data, sender, packet.topic or None)
+        reliable = packet.kind == rtc.DataPacketKind.KIND_RELIABLE
+        self._emit("data_received", packet.data, sender, packet.topic or None, reliable)
 
     def _on_server_token(self) -> None:
         room = self._room

@@ -49,12 +49,15 @@ _ParticipantH = TypeVar("_ParticipantH", bound=Callable[[Participant], HandlerRe
 _QualityH = TypeVar("_QualityH", bound=Callable[[Participant, QualityName], HandlerResult])
 _TrackH = TypeVar("_TrackH", bound=Callable[[Participant, TrackInfo], HandlerResult])
 _SpeakersH = TypeVar("_SpeakersH", bound=Callable[[list[Participant]], HandlerResult])
-_DataH = TypeVar("_DataH", bound=Callable[[bytes, Participant | None, str | None], HandlerResult])
+_SubFailedH = TypeVar("_SubFailedH", bound=Callable[[Participant, str, str], HandlerResult])
+_DataH = TypeVar("_DataH", bound=Callable[[bytes, Participant | None, str | None, bool], HandlerResult])
 
 _NoArgsEvent = Literal["connected", "reconnected"]
 _ExpiryEvent = Literal["token_expired", "token_refreshed"]
 _ParticipantEvent = Literal["participant_joined", "participant_left", "participant_updated"]
-_TrackEvent = Literal["track_published", "track_unpublished", "track_muted", "track_unmuted"]
+_TrackEvent = Literal[
+    "track_published", "track_unpublished", "track_muted", "track_unmuted", "track_subscribed", "track_unsubscribed"
+]
 
 _Handler: TypeAlias = Callable[..., object]
 _Entry: TypeAlias = tuple[_Handler, bool]  # (handler, once)
@@ -107,9 +110,9 @@ class CallEvent:
         return cast("datetime | None", self._arg("expires_at"))
 
     @property
-    def error(self) -> Exception | None:
-        """What went wrong (``token_refresh_failed``)."""
-        return cast("Exception | None", self._arg("error"))
+    def error(self) -> Exception | str | None:
+        """What went wrong: an exception (``token_refresh_failed``), the SDK's text (``track_subscription_failed``)."""
+        return cast("Exception | str | None", self._arg("error"))
 
     @property
     def participant(self) -> Participant | None:
@@ -127,6 +130,11 @@ class CallEvent:
         return cast("TrackInfo | None", self._arg("track"))
 
     @property
+    def track_sid(self) -> str | None:
+        """The sid of the track that could not be subscribed (``track_subscription_failed``)."""
+        return cast("str | None", self._arg("track_sid"))
+
+    @property
     def participants(self) -> list[Participant] | None:
         """The active speakers, loudest first (``active_speakers_changed``)."""
         return cast("list[Participant] | None", self._arg("participants"))
@@ -140,6 +148,11 @@ class CallEvent:
     def topic(self) -> str | None:
         """The topic, if the sender gave one (``data_received``)."""
         return cast("str | None", self._arg("topic"))
+
+    @property
+    def reliable(self) -> bool | None:
+        """True for a packet sent reliably, False for a lossy one (``data_received``)."""
+        return cast("bool | None", self._arg("reliable"))
 
 
 class EventStream:
@@ -250,6 +263,12 @@ class EventEmitter:
     @overload
     def on(self, name: _TrackEvent, handler: None = None) -> Callable[[_TrackH], _TrackH]: ...
     @overload
+    def on(self, name: Literal["track_subscription_failed"], handler: _SubFailedH) -> _SubFailedH: ...
+    @overload
+    def on(
+        self, name: Literal["track_subscription_failed"], handler: None = None
+    ) -> Callable[[_SubFailedH], _SubFailedH]: ...
+    @overload
     def on(self, name: Literal["active_speakers_changed"], handler: _SpeakersH) -> _SpeakersH: ...
     @overload
     def on(
@@ -301,6 +320,12 @@ class EventEmitter:
     def once(self, name: _TrackEvent, handler: _TrackH) -> _TrackH: ...
     @overload
     def once(self, name: _TrackEvent, handler: None = None) -> Callable[[_TrackH], _TrackH]: ...
+    @overload
+    def once(self, name: Literal["track_subscription_failed"], handler: _SubFailedH) -> _SubFailedH: ...
+    @overload
+    def once(
+        self, name: Literal["track_subscription_failed"], handler: None = None
+    ) -> Callable[[_SubFailedH], _SubFailedH]: ...
     @overload
     def once(self, name: Literal["active_speakers_changed"], handler: _SpeakersH) -> _SpeakersH: ...
     @overload

@@ -11,7 +11,8 @@ Every error rtcstack raises derives from one root::
      │    ├── ConnectTimeoutError        the connect deadline passed
      │    ├── AuthRejectedError          the server refused a token that looked valid
      │    └── TokenExpiredError *        (also a TokenError)
-     └── InvalidStateError               a method called in the wrong connection state
+     ├── InvalidStateError               a method called in the wrong connection state
+     └── PublishError                    the SDK refused to publish or unpublish a track
 
 livekit and httpx errors are wrapped with ``raise ... from exc``. Messages and reprs never contain a token.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeoutError",
     "InvalidStateError",
+    "PublishError",
     "RtcstackError",
     "TokenError",
     "TokenExpiredError",
@@ -99,3 +101,7 @@ class TokenExpiredError(ConnectError, TokenError):
 
 class InvalidStateError(RtcstackError):
     """A method was called in a connection state that does not allow it."""
+
+
+class PublishError(RtcstackError):
+    """``publish_track()`` or ``unpublish_track()`` failed in the SDK (its error is the ``__cause__``)."""

@@ -90,6 +90,9 @@ EventName = Literal[
     "track_unpublished",
     "track_muted",
     "track_unmuted",
+    "track_subscribed",
+    "track_unsubscribed",
+    "track_subscription_failed",
     "active_speakers_changed",
     "data_received",
 ]
@@ -140,7 +143,8 @@ TRACK_SOURCES: tuple[TrackSourceName, ...] = (
     "unknown",
 )
 
-#: Positional argument names of each event (DESIGN §3); ``CallEvent`` reads its properties from this.
+#: Positional argument names of each event, in the order of DESIGN §3's table; ``CallEvent`` reads its properties
+#: from this, and ``EVENT_NAMES`` (exported as ``rtcstack.EVENT_NAMES``) is its keys in order.
 EVENT_ARGS: dict[EventName, tuple[str, ...]] = {
     "state_changed": ("state", "previous"),
     "connected": (),
@@ -158,8 +162,11 @@ EVENT_ARGS: dict[EventName, tuple[str, ...]] = {
     "track_unpublished": ("participant", "track"),
     "track_muted": ("participant", "track"),
     "track_unmuted": ("participant", "track"),
+    "track_subscribed": ("participant", "track"),
+    "track_unsubscribed": ("participant", "track"),
+    "track_subscription_failed": ("participant", "track_sid", "error"),
     "active_speakers_changed": ("participants",),
-    "data_received": ("data", "participant", "topic"),
+    "data_received": ("data", "participant", "topic", "reliable"),
 }
 EVENT_NAMES: tuple[EventName, ...] = tuple(EVENT_ARGS)
 

@@ -159,7 +159,9 @@ def event_text(event: CallEvent, now: datetime) -> str | None:
         return f"~ {who} updated ({state})"
     if name == "connection_quality_changed":
         return f"quality {who}: {event.quality}"
-    if name in ("track_published", "track_unpublished", "track_muted", "track_unmuted"):
+    if name == "track_subscription_failed":
+        return f"{who} track {event.track_sid} could not be subscribed: {event.error}"
+    if name.startswith("track_"):
         track = event.track
         what = f"{track.source} {track.kind} {track.name!r}" if track is not None else "a track"
         return f"{who} {name.removeprefix('track_')} {what}"
@@ -199,12 +201,16 @@ def event_record(event: CallEvent, call: CallState | None = None) -> dict[str, o
         record["expires_at"] = event.expires_at.isoformat()
     elif event.name == "token_refresh_failed":
         record["error"] = str(event.error)
+    elif event.name == "track_subscription_failed":
+        record["track_sid"] = event.track_sid
+        record["error"] = str(event.error)
     elif event.name == "active_speakers_changed":
         record["identities"] = [p.identity for p in event.participants or []]
     elif event.name == "data_received":
         record["identity"] = event.participant.identity if event.participant is not None else None
         record["topic"] = event.topic
         record["size"] = len(event.data or b"")
+        record["reliable"] = event.reliable
     participant = event.participant
     if participant is not None and event.name != "data_received":
         record["identity"] = participant.identity

@@ -1,12 +1,12 @@
 """The server side of one WebRTC transport, on aiortc: answer offers, make offers, take trickled candidates, media.
 
-Media the client sends is taken encoded out of each receiver (`tap_receiver`) into the `Source` the session binds
+Media the client sends is taken encoded out of each receiver (`ReceiverTap`) into the `Source` the session binds
 to that m-line; media for the client goes out through `Outlet` tracks on sendonly transceivers: added to our own
 offers (the legacy subscriber connection) or bound, at the client's next offer, to the recvonly m-lines it offers
-(single peer connection). A simulcast offer is answered accepting its top layer only, with the RID header extension
-the SDK requires. aiortc does not implement ICE restart, so `MediaPeer.answer` adopts the offer's new remote
-ufrag/pwd in aioice itself (see PROTOCOL.md): the restarted checks then authenticate and the newly nominated pair
-takes over.
+(single peer connection). A simulcast offer is answered accepting all its layers, with the RID header extension
+the SDK requires; each subscriber is sent the layer it asks for. aiortc does not implement ICE restart, so
+`MediaPeer.answer` adopts the offer's new remote ufrag/pwd in aioice itself (see PROTOCOL.md): the restarted
+checks then authenticate and the newly nominated pair takes over.
 """
 
 from __future__ import annotations
@@ -18,12 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.sdp import candidate_from_sdp
 
 from ._forward import Outlet, ReceiverTap, Source
 
-__all__ = ["CodecRefused", "MediaPeer", "OfferedSection", "accept_top_layer", "offered_sections", "unsupported"]
+__all__ = ["CodecRefused", "MediaPeer", "OfferedSection", "accept_layers", "offered_sections", "unsupported"]
 
 logger = logging.getLogger("rtcstack.testing")
 
@@ -52,7 +58,7 @@ class OfferedSection:
     codecs: tuple[str, ...]
     """``kind/name`` of each payload, e.g. ``video/VP8``, in offer order."""
     rids: tuple[str, ...] = ()
-    """The simulcast layers it sends (``a=simulcast:send``), lowest first as LiveKit orders them."""
+    """The simulcast layers it sends (``a=simulcast:send``), in offer order."""
     rid_extension: int | None = None
 
     @property
@@ -106,12 +112,12 @@ def unsupported(section: OfferedSection) -> bool:
     return bool(media) and not any(c.lower() in _FORWARDED for c in media)
 
 
-def accept_top_layer(offer: str, answer: str) -> str:
-    """Accept the RID header extension wherever it is offered, and only the top layer of each simulcast section.
+def accept_layers(offer: str, answer: str) -> str:
+    """Accept the RID header extension wherever it is offered, and every layer of each simulcast section.
 
-    libwebrtc then sends that one layer (on one SSRC, routed by MID), which aiortc's receiver takes like any
-    stream. The extension is accepted on every video section, not only simulcast ones: libwebrtc keeps to the
-    extensions negotiated in the bundle, so a later simulcast publish on an answer without it fails in the SDK.
+    libwebrtc then sends each layer on its SSRC, its first packets marked with their rid. The extension is accepted
+    on every video section, not only simulcast ones: libwebrtc keeps to the extensions negotiated in the bundle, so
+    a later simulcast publish on an answer without it fails in the SDK.
     """
     offered = {s.mid: s for s in offered_sections(offer) if s.rid_extension is not None}
     if not offered:
@@ -122,10 +128,12 @@ def accept_top_layer(offer: str, answer: str) -> str:
         section = offered.get(mid)
         if section is None or not lines[0].startswith("m=video") or lines[0].startswith("m=video 0 "):
             continue
-        lines.append(f"a=extmap:{section.rid_extension} {_RID_URI}")
+        extmap = f"a=extmap:{section.rid_extension} {_RID_URI}"
+        if extmap not in lines:
+            lines.append(extmap)
         if section.rids and section.sends:
-            top = section.rids[-1]
-            lines.extend([f"a=rid:{top} recv", f"a=simulcast:recv {top}"])
+            lines.extend(f"a=rid:{rid} recv" for rid in section.rids)
+            lines.append(f"a=simulcast:recv {';'.join(section.rids)}")
     return "\r\n".join("\r\n".join(lines) for lines in parts) + "\r\n"
 
 
@@ -186,7 +194,7 @@ class MediaPeer:
         self._take_inbound(sections)
         self._bind_waiting()
         await self._pc.setLocalDescription(await self._pc.createAnswer())
-        answer = accept_top_layer(offer_sdp, str(self._pc.localDescription.sdp))
+        answer = accept_layers(offer_sdp, str(self._pc.localDescription.sdp))
         return answer, self.outbound()
 
     def _transceiver(self, mid: str) -> Any:
@@ -212,8 +220,12 @@ class MediaPeer:
                 continue
             tap = self._taps.get(section.mid)
             if tap is None:
-                tap = self._taps[section.mid] = ReceiverTap(transceiver.receiver)
+                tap = self._taps[section.mid] = ReceiverTap(transceiver.receiver, section.kind)
             tap.bind(source)
+            if section.rid_extension is not None and section.rids:  # so aiortc reads each packet's layer
+                extension = RTCRtpHeaderExtensionParameters(id=section.rid_extension, uri=_RID_URI)
+                if extension not in transceiver._headerExtensions:
+                    transceiver._headerExtensions.append(extension)
 
     # -- media to the client ---------------------------------------------------------------------------------
 

@@ -347,6 +347,8 @@ class Session:
             self._update_subscription(request.subscription)
         elif DataTrackEndpoint.handles(kind):
             self._data_tracks.handle(request)
+        elif kind == "track_setting":
+            self._update_track_settings(request.track_setting)
         elif kind in ("store_data_blob_request", "get_data_blob_request"):
             request_id = getattr(request, kind).request_id
             self._respond(request_id, pr.RequestResponse.UNSUPPORTED_TYPE, "not supported by the loopback server")
@@ -396,7 +398,7 @@ class Session:
         self._respond(update.request_id, pr.RequestResponse.OK)
 
     def _add_track(self, add: pr.AddTrackRequest) -> None:
-        logger.debug("%r: add_track %s %s codecs %s", self, add.cid, add.name, [c.codec for c in add.simulcast_codecs])
+        logger.debug("%r: add_track %s", self, str(add).replace("\n", " "))
         refused = [c.codec for c in add.simulcast_codecs if c.codec.lower() not in _FORWARDED_VIDEO]
         if add.type == pm.VIDEO and refused:
             message = f"codec {refused[0]} is not supported by the loopback server (it forwards VP8, H264 and Opus)"
@@ -445,6 +447,29 @@ class Session:
                 self.attach(source)
             elif not update.subscribe:
                 self.detach(sid)
+
+    def _update_track_settings(self, settings: pr.UpdateTrackSettings) -> None:
+        """Enable / disable and pick the layer (by quality, or by the size the subscriber shows it at)."""
+        logger.debug("%r: track settings %s", self, str(settings).replace("\n", " "))
+        for sid in settings.track_sids:
+            outlet = self._outlets.get(sid)
+            if outlet is None:
+                continue
+            outlet.set_enabled(not settings.disabled and settings.quality != pm.OFF)
+            quality = settings.quality if settings.quality != pm.OFF else pm.HIGH
+            if settings.width:
+                layers = sorted(self._track_layers(sid), key=lambda layer: layer.quality)
+                wide = [layer.quality for layer in layers if layer.width >= settings.width]
+                quality = wide[0] if wide else (layers[-1].quality if layers else pm.HIGH)
+            outlet.set_quality(quality)
+
+    def _track_layers(self, track_sid: str) -> list[pm.VideoLayer]:
+        room = self.registry.room(self.participant.room)
+        for participant in room.participants.values() if room else ():
+            for track in participant.info.tracks:
+                if track.sid == track_sid:
+                    return list(track.layers)
+        return []
 
     # -- media --------------------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import ModuleType
@@ -135,3 +136,51 @@ async def test_bot(server: LoopbackServer, run_example: Any, out: Output) -> Non
         await carol.disconnect()
     await server.delete_room("demo")
     await asyncio.wait_for(task, WAIT)
+
+
+async def test_echo_bot(server: LoopbackServer, run_example: Any, out: Output) -> None:
+    """The bot echoes a synthetic caller's tone; a listener hears it before and after the bot's call rejoins."""
+    await server.add_participant("demo", "caller", audio="tone:440")
+    task = run_example("echo_bot", server.url, server.token("bot", room="demo"), "caller")
+    await out.wait_for(lambda text: text.count("echo track published as") == 1)
+    ear = rtc.Room()
+    try:
+        await ear.connect(server.url, server.token("ear", room="demo"))
+        assert await loudness(ear, "bot") > 1000
+        await server.leave("bot", reason="server_shutdown")  # the SDK does not resume: the call rejoins
+        await out.wait_for(lambda text: text.count("echo track published as") == 2)
+        assert await loudness(ear, "bot", out.text.split()[-1]) > 1000
+    finally:
+        await ear.disconnect()
+    await server.remove_participant("demo", "caller")
+    await out.wait_for(lambda text: "stopped echoing caller" in text)
+    await server.delete_room("demo")
+    await asyncio.wait_for(task, WAIT)
+
+
+async def loudness(room: rtc.Room, identity: str, sid: str | None = None) -> float:
+    """RMS level of 50 frames of ``identity``'s track (``sid``, or any) as ``room`` receives it."""
+
+    def subscribed() -> rtc.Track | None:
+        participant = room.remote_participants.get(identity)
+        for publication in participant.track_publications.values() if participant else ():
+            if publication.track is not None and sid in (None, publication.sid):
+                return publication.track
+        return None
+
+    async def take() -> list[int]:
+        while (track := subscribed()) is None:  # noqa: ASYNC110  (SDK state has no event to wait on)
+            await asyncio.sleep(0.05)
+        stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+        samples: list[int] = []
+        try:
+            async for event in stream:
+                samples.extend(event.frame.data)
+                if len(samples) >= 50 * 480:
+                    return samples[25 * 480 :]
+        finally:
+            await stream.aclose()
+        return samples
+
+    samples = await asyncio.wait_for(take(), WAIT)
+    return math.sqrt(sum(s * s for s in samples) / max(1, len(samples)))

@@ -97,11 +97,11 @@ async def test_audio_is_forwarded_to_a_subscriber(connect: Connect, options: rtc
 
 @contextlib.asynccontextmanager
 async def camera(
-    room: rtc.Room, options: rtc.TrackPublishOptions | None = None
+    room: rtc.Room, options: rtc.TrackPublishOptions | None = None, width: int = 640, height: int = 360, fps: int = 30
 ) -> AsyncIterator[rtc.LocalTrackPublication]:
-    """Publish 640x360 video at ~30 fps (the SDK's default options: VP8, simulcast), each frame stamped with a user
-    timestamp in its metadata (sent in the packet trailer), for the block's duration."""
-    source = rtc.VideoSource(640, 360)
+    """Publish video (the SDK's default options: VP8, simulcast), each frame stamped with a user timestamp in its
+    metadata (sent in the packet trailer), for the block's duration."""
+    source = rtc.VideoSource(width, height)
     track = rtc.LocalVideoTrack.create_video_track("cam", source)
     options = options or rtc.TrackPublishOptions(
         source=rtc.TrackSource.SOURCE_CAMERA, frame_metadata_features=[rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP]
@@ -109,14 +109,14 @@ async def camera(
     publication = await room.local_participant.publish_track(track, options)
 
     async def play() -> None:
-        data = bytearray(640 * 360 * 4)
+        data = bytearray(width * height * 4)
         count = 0
         while True:
             count += 1
-            data[: 640 * 4] = bytes([count % 256]) * (640 * 4)  # a changing line, so frames differ
-            frame = rtc.VideoFrame(640, 360, rtc.VideoBufferType.RGBA, data)
+            data[: width * 4] = bytes([count % 256]) * (width * 4)  # a changing line, so frames differ
+            frame = rtc.VideoFrame(width, height, rtc.VideoBufferType.RGBA, data)
             source.capture_frame(frame, metadata=rtc.FrameMetadata(user_timestamp=1_000_000 + count))
-            await asyncio.sleep(1 / 30)
+            await asyncio.sleep(1 / fps)
 
     player = asyncio.create_task(play())
     try:
@@ -343,3 +343,54 @@ async def test_track_info_echoes_what_was_published(connect: Connect) -> None:
             assert (publication.width, publication.height, publication.simulcasted) == (640, 360, True)
             assert list(publication.frame_metadata_features) == [rtc.FrameMetadataFeature.FMF_USER_TIMESTAMP]
         assert remote.mime_type.lower() == "video/vp8"
+
+
+async def _width(stream: rtc.VideoStream, width: int, timeout: float = WAIT) -> None:
+    async def scan() -> None:
+        async for event in stream:
+            if event.frame.width == width:
+                return
+
+    try:
+        await asyncio.wait_for(scan(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"no {width}-wide frame in {timeout} s") from None
+
+
+@MODES
+async def test_a_subscriber_gets_the_simulcast_layer_it_asks_for(
+    connect: Connect, options: rtc.RoomOptions | None
+) -> None:
+    alice = await connect("alice", options=options)
+    bob = await connect("bob", options=options)
+    subscribed(bob)
+    async with camera(alice.room, width=1280, height=720, fps=15):  # three layers: 1280, 640 and 320 wide
+        track, pub, _ = await bob.wait_for("track_subscribed")
+        stream = rtc.VideoStream(track)
+        try:
+            await _width(stream, 1280)
+            pub.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_LOW)
+            await _width(stream, 320)
+            pub.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_MEDIUM)
+            await _width(stream, 640)
+        finally:
+            await stream.aclose()
+
+
+async def test_a_track_asking_for_vp9_is_refused_and_the_session_goes_on(connect: Connect) -> None:
+    alice = await connect("alice")
+    bob = await connect("bob")
+    source = rtc.VideoSource(320, 180)
+    track = rtc.LocalVideoTrack.create_video_track("cam", source)
+    options = rtc.TrackPublishOptions(
+        source=rtc.TrackSource.SOURCE_CAMERA, video_codec=rtc.VideoCodec.VP9, simulcast=True
+    )
+    options.scalability_mode = "L3T3_KEY"  # the SDK then names the codec in its AddTrackRequest
+    with pytest.raises(rtc.participant.PublishTrackError):  # the SDK has no way to hear why: it times out
+        await alice.room.local_participant.publish_track(track, options)
+    await source.aclose()
+    assert alice.room.connection_state == rtc.ConnectionState.CONN_CONNECTED and alice.count("reconnecting") == 0
+    subscribed(bob)
+    async with tone(alice.room):  # what the server can forward still goes through
+        heard, _, _ = await bob.wait_for("track_subscribed")
+        await audio_frames(heard, 20)

@@ -272,8 +272,11 @@ def test_every_event_has_a_text_or_is_deliberately_silent() -> None:
         "track_unpublished": (person("p"), MIC),
         "track_muted": (person("p"), MIC),
         "track_unmuted": (person("p"), MIC),
+        "track_subscribed": (person("p"), MIC),
+        "track_unsubscribed": (person("p"), MIC),
+        "track_subscription_failed": (person("p"), "TR_x", "no such track"),
         "active_speakers_changed": ([],),
-        "data_received": (b"", None, None),
+        "data_received": (b"", None, None, True),
     }
     for name in EVENT_NAMES:
         text = event_text(CallEvent(name, samples.get(name, ())), NOW)
@@ -327,8 +330,12 @@ def test_every_event_has_a_text_or_is_deliberately_silent() -> None:
             {"event": "active_speakers_changed", "identities": ["bob"]},
         ),
         (
-            CallEvent("data_received", (b"abc", None, "t")),
-            {"event": "data_received", "identity": None, "topic": "t", "size": 3},
+            CallEvent("data_received", (b"abc", None, "t", False)),
+            {"event": "data_received", "identity": None, "topic": "t", "size": 3, "reliable": False},
+        ),
+        (
+            CallEvent("track_subscription_failed", (person("bob"), "TR_1", "gone")),
+            {"event": "track_subscription_failed", "identity": "bob", "track_sid": "TR_1", "error": "gone"},
         ),
     ],
 )

@@ -439,8 +439,11 @@ ACCESSORS = {
     "track_unpublished": {"participant": 0, "track": 1},
     "track_muted": {"participant": 0, "track": 1},
     "track_unmuted": {"participant": 0, "track": 1},
+    "track_subscribed": {"participant": 0, "track": 1},
+    "track_unsubscribed": {"participant": 0, "track": 1},
+    "track_subscription_failed": {"participant": 0, "track_sid": 1, "error": 2},
     "active_speakers_changed": {"participants": 0},
-    "data_received": {"data": 0, "participant": 1, "topic": 2},
+    "data_received": {"data": 0, "participant": 1, "topic": 2, "reliable": 3},
 }
 PROPERTIES = (
     "state",
@@ -455,6 +458,8 @@ PROPERTIES = (
     "participants",
     "data",
     "topic",
+    "track_sid",
+    "reliable",
 )
 
 

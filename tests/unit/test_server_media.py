@@ -11,7 +11,7 @@ from livekit.protocol import models as pm
 import rtcstack.testing
 from rtcstack import _vocab
 from rtcstack.testing._forward import Source, keyframe_of
-from rtcstack.testing._media import accept_top_layer, offered_sections, unsupported
+from rtcstack.testing._media import accept_layers, offered_sections, unsupported
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
 
 OFFER = "\r\n".join(
@@ -82,19 +82,24 @@ def test_unsupported_means_no_forwardable_codec_besides_helpers() -> None:
     assert unsupported(idle)  # VP9 and its RTX only
 
 
-def test_answer_accepts_the_rid_extension_everywhere_and_only_the_top_layer() -> None:
-    answer = accept_top_layer(OFFER, ANSWER)
+def test_answer_accepts_the_rid_extension_everywhere_and_every_layer() -> None:
+    answer = accept_layers(OFFER, ANSWER)
     sections = answer.split("m=")
     assert "a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id" in sections[2]
-    assert "a=rid:f recv\r\na=simulcast:recv f" in sections[2] and "a=rid:q" not in answer
+    assert "a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f" in sections[2]
     assert "a=extmap:10" in sections[3] and "a=simulcast" not in sections[3]  # recvonly: the extension only
     assert "extmap" not in sections[1]  # audio
     assert answer.endswith("\r\n") and "\n\n" not in answer
 
 
+def test_an_extension_aiortc_already_answered_is_not_repeated() -> None:
+    answer = ANSWER.replace("a=mid:1\r\n", "a=mid:1\r\na=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n")
+    assert accept_layers(OFFER, answer).count("a=extmap:10") == 2  # sections 1 and 2, once each
+
+
 def test_an_offer_without_rid_leaves_the_answer_alone() -> None:
     offer = OFFER.replace("a=extmap:10 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n", "")
-    assert accept_top_layer(offer, ANSWER) == ANSWER
+    assert accept_layers(offer, ANSWER) == ANSWER
 
 
 @pytest.mark.parametrize(
@@ -118,26 +123,79 @@ def _source(kind: str = "video") -> tuple[Source, list[str]]:
     return source, asked
 
 
+KEY, DELTA = b"\x10key", b"\x11delta"
+
+
 async def test_a_video_outlet_starts_at_a_keyframe_and_asks_for_one() -> None:
     source, asked = _source()
     outlet = source.outlet("bob")
     assert asked == ["pli"]
-    source.deliver("video/VP8", 90000, b"\x11delta", 0)
-    source.deliver("video/VP8", 90000, b"\x10key", 3000)
-    packet = await outlet.recv()
-    assert (bytes(packet), packet.pts, packet.time_base.denominator) == (b"\x10key", 3000, 90000)
-    assert (source.frames, source.keyframes) == (2, 1)
+    source.deliver("video/VP8", 90000, DELTA, 1000)
+    source.deliver("video/VP8", 90000, KEY, 4000)
+    source.deliver("video/VP8", 90000, DELTA, 7000)
+    first, second = await outlet.recv(), await outlet.recv()
+    assert (bytes(first), first.pts, first.time_base.denominator, second.pts) == (KEY, 0, 90000, 3000)
+    assert (source.frames, source.keyframes) == (3, 1)
+
+
+async def test_an_outlet_timeline_survives_an_rtp_timestamp_wrap() -> None:
+    source, _ = _source("audio")
+    outlet = source.outlet("bob")
+    source.deliver("audio/opus", 48000, b"a", (1 << 32) - 480)
+    source.deliver("audio/opus", 48000, b"b", 480)
+    assert [(await outlet.recv()).pts for _ in range(2)] == [0, 960]
 
 
 async def test_a_slow_video_outlet_drops_its_backlog_and_waits_for_the_next_keyframe() -> None:
     source, asked = _source()
     outlet = source.outlet("bob")
-    source.deliver("video/VP8", 90000, b"\x10key", 0)
+    source.deliver("video/VP8", 90000, KEY, 0)
     for i in range(1, 80):
-        source.deliver("video/VP8", 90000, b"\x11delta", i)
+        source.deliver("video/VP8", 90000, DELTA, i)
     assert asked == ["pli", "pli"]  # the overflow asked the publisher for a keyframe
-    source.deliver("video/VP8", 90000, b"\x10key", 99)
-    assert bytes(await outlet.recv()) == b"\x10key"
+    source.deliver("video/VP8", 90000, KEY, 99)
+    assert bytes(await outlet.recv()) == KEY
+
+
+async def test_an_outlet_sends_the_layer_of_its_quality_and_switches_at_a_keyframe() -> None:
+    source, asked = _source()
+    for layer in ("q", "h", "f"):
+        source.deliver("video/VP8", 90000, DELTA, 6000, layer)
+    outlet = source.outlet("bob")
+    source.deliver("video/VP8", 90000, KEY, 9000, "h")  # not its layer
+    source.deliver("video/VP8", 90000, KEY, 9000, "f")
+    assert [bytes(await outlet.recv())] == [KEY] and not outlet._frames
+    outlet.set_quality(0)  # LOW
+    assert asked[-1] == "pli"
+    source.deliver("video/VP8", 90000, DELTA, 12000, "q")  # not yet: q resumes at a keyframe
+    source.deliver("video/VP8", 90000, DELTA, 12000, "f")  # f goes on until then
+    source.deliver("video/VP8", 90000, KEY, 15000, "q")
+    source.deliver("video/VP8", 90000, DELTA, 15000, "f")  # f is over
+    frames = [await outlet.recv() for _ in range(2)]
+    assert [(bytes(f), f.pts) for f in frames] == [(DELTA, 3000), (KEY, 6000)]
+    assert not outlet._frames
+
+
+def test_layer_for_falls_back_to_what_arrived() -> None:
+    source, _ = _source()
+    assert source.layer_for(2) is None
+    source.layers.update({"q", "h"})
+    assert (source.layer_for(2), source.layer_for(1), source.layer_for(0)) == ("h", "h", "q")
+    source.layers = {"f"}
+    assert source.layer_for(0) == "f"
+
+
+async def test_a_disabled_outlet_gets_nothing_and_restarts_at_a_keyframe() -> None:
+    source, asked = _source()
+    outlet = source.outlet("bob")
+    source.deliver("video/VP8", 90000, KEY, 0)
+    outlet.set_enabled(False)
+    source.deliver("video/VP8", 90000, DELTA, 3000)
+    outlet.set_enabled(True)
+    assert asked == ["pli", "pli"]
+    source.deliver("video/VP8", 90000, DELTA, 6000)
+    source.deliver("video/VP8", 90000, KEY, 9000)
+    assert [bytes(await outlet.recv()) for _ in range(2)] == [KEY, KEY]
 
 
 async def test_a_slow_audio_outlet_keeps_the_latest_second() -> None:

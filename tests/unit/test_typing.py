@@ -38,7 +38,9 @@ def on_participant(participant: Participant) -> None: ...
 def on_quality(participant: Participant, quality: QualityName) -> None: ...
 def on_track(participant: Participant, track: TrackInfo) -> None: ...
 def on_speakers(participants: list[Participant]) -> None: ...
-def on_data(data: bytes, participant: Participant | None, topic: str | None) -> None: ...
+def on_data(data: bytes, participant: Participant | None, topic: str | None, reliable: bool) -> None: ...
+def on_data_before_reliable(data: bytes, participant: Participant | None, topic: str | None) -> None: ...
+def on_failed(participant: Participant, track_sid: str, error: str) -> None: ...
 def on_any_state(state: str, previous: str) -> None: ...
 def returns_int(attempt: int) -> int: return attempt
 
@@ -59,6 +61,9 @@ e.on("participant_updated", on_participant)
 e.on("connection_quality_changed", on_quality)
 e.on("track_published", on_track)
 e.on("track_unmuted", on_track)
+e.on("track_subscribed", on_track)
+e.once("track_unsubscribed", on_track)
+e.on("track_subscription_failed", on_failed)
 e.on("active_speakers_changed", on_speakers)
 e.on("data_received", on_data)
 e.on("connected", lambda: None)
@@ -71,6 +76,9 @@ e.on("connected", on_attempt)  # E
 e.on("connection_quality_changed", on_participant)  # E
 e.on("data_received", on_quality)  # E
 e.on("track_muted", on_quality)  # E
+e.on("track_subscribed", on_failed)  # E
+e.on("track_subscription_failed", on_track)  # E
+e.on("data_received", on_data_before_reliable)  # E
 e.on("disconnected", on_state)  # E
 e.once("token_expired", on_error)  # E
 e.once("active_speakers_changed", on_participant)  # E

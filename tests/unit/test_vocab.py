@@ -8,6 +8,7 @@ from typing import Any, get_args
 import pytest
 from livekit import rtc
 
+import rtcstack
 from rtcstack import _vocab as v
 
 
@@ -38,7 +39,7 @@ def test_tuple_matches_literal(literal: Any, values: tuple[str, ...]) -> None:
 
 def test_vocabulary_sizes_follow_design() -> None:
     assert len(v.DISCONNECT_REASONS) == 17
-    assert len(v.EVENT_NAMES) == 18
+    assert len(v.EVENT_NAMES) == 21
 
 
 @pytest.mark.parametrize(
@@ -132,6 +133,35 @@ def test_lookups_fall_back_on_unmapped_values(caplog: pytest.LogCaptureFixture) 
 
 def test_event_args_follow_design() -> None:
     assert v.EVENT_ARGS["state_changed"] == ("state", "previous")
-    assert v.EVENT_ARGS["data_received"] == ("data", "participant", "topic")
+    assert v.EVENT_ARGS["data_received"] == ("data", "participant", "topic", "reliable")
     assert v.EVENT_ARGS["connection_quality_changed"] == ("participant", "quality")
-    assert all(v.EVENT_ARGS[name] == ("participant", "track") for name in v.EVENT_NAMES if name.startswith("track_"))
+    assert v.EVENT_ARGS["track_subscription_failed"] == ("participant", "track_sid", "error")
+    tracks = [name for name in v.EVENT_NAMES if name.startswith("track_") and name != "track_subscription_failed"]
+    assert all(v.EVENT_ARGS[name] == ("participant", "track") for name in tracks)
+
+
+def test_event_names_follow_the_design_table_in_order() -> None:
+    assert rtcstack.EVENT_NAMES is v.EVENT_NAMES
+    assert v.EVENT_NAMES == (
+        "state_changed",
+        "connected",
+        "reconnecting",
+        "reconnected",
+        "disconnected",
+        "token_expired",
+        "token_refreshed",
+        "token_refresh_failed",
+        "participant_joined",
+        "participant_left",
+        "participant_updated",
+        "connection_quality_changed",
+        "track_published",
+        "track_unpublished",
+        "track_muted",
+        "track_unmuted",
+        "track_subscribed",
+        "track_unsubscribed",
+        "track_subscription_failed",
+        "active_speakers_changed",
+        "data_received",
+    )

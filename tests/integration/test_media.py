@@ -1,0 +1,348 @@
+"""The call's media across its own faults, with the real livekit SDK on LoopbackServer (which forwards media).
+
+One behaviour per test: a tone published through the call is heard again after a rejoin; a track published directly
+on `call.room` is published again and an unpublished one is not; `audio_stream` follows a participant across a
+resume, a full restart and a rejoin and ends when they leave; `track_subscribed` comes once per real subscription;
+`data_received` tells reliable from lossy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from livekit import rtc
+
+from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
+from rtcstack.testing import LoopbackServer
+
+if TYPE_CHECKING:
+    from conftest import Connect
+
+WAIT = 20.0
+FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=20, timeout=90)
+MIC = rtc.TrackSource.SOURCE_MICROPHONE
+
+CallFactory = Callable[..., Call]
+
+
+@pytest.fixture
+async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+    calls: list[Call] = []
+
+    def factory(identity: str = "alice") -> Call:
+        call = create_call(server.url, server.token(identity, room="demo"), options=CallOptions(reconnect=FAST))
+        calls.append(call)
+        return call
+
+    yield factory
+    await asyncio.gather(*(c.disconnect() for c in calls))
+
+
+@contextlib.asynccontextmanager
+async def tone(name: str = "mic") -> AsyncIterator[rtc.LocalAudioTrack]:
+    """A local track playing a 440 Hz tone (10 ms frames at 48 kHz, paced by the source) for the block."""
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track(name, source)
+
+    async def play() -> None:
+        frame = rtc.AudioFrame.create(48000, 1, 480)
+        samples = frame.data
+        step = 0
+        while True:
+            for i in range(480):
+                samples[i] = int(8000 * math.sin(2 * math.pi * 440 * (step * 480 + i) / 48000))
+            step += 1
+            await source.capture_frame(frame)
+
+    player = asyncio.create_task(play())
+    try:
+        yield track
+    finally:
+        player.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await player
+        await source.aclose()
+
+
+def level(frames: list[rtc.AudioFrame]) -> float:
+    samples = [s for f in frames for s in f.data]
+    return math.sqrt(sum(s * s for s in samples) / len(samples))
+
+
+async def heard(room: rtc.Room, identity: str, sid: str, count: int = 50) -> float:
+    """Subscribe-side check: the level of `count` frames of `identity`'s track `sid` as `room` receives it."""
+
+    async def subscribed_track() -> rtc.Track:
+        while True:
+            participant = room.remote_participants.get(identity)
+            publication = None if participant is None else participant.track_publications.get(sid)
+            if publication is not None and publication.track is not None:
+                return publication.track
+            await asyncio.sleep(0.05)
+
+    try:
+        track = await asyncio.wait_for(subscribed_track(), WAIT)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{room.local_participant.identity} never subscribed {identity}'s {sid}") from None
+    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+    frames: list[rtc.AudioFrame] = []
+    try:
+        async with asyncio.timeout(WAIT):
+            async for event in stream:
+                frames.append(event.frame)
+                if len(frames) >= count:
+                    break
+    except TimeoutError:
+        raise AssertionError(f"only {len(frames)} of {count} frames of {sid} arrived in {WAIT} s") from None
+    finally:
+        await stream.aclose()
+    return level(frames[count // 2 :])
+
+
+def local_published(call: Call) -> list[TrackInfo]:
+    seen: list[TrackInfo] = []
+
+    def record(participant: Participant, track: TrackInfo) -> None:
+        if participant.is_local:
+            seen.append(track)
+
+    call.on("track_published", record)
+    return seen
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    async def poll() -> None:
+        while not condition():  # noqa: ASYNC110  (SDK state has no event to wait on)
+            await asyncio.sleep(0.05)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"{what} did not happen within {timeout} s") from None
+
+
+async def rejoin_after_the_sdk_gives_up(server: LoopbackServer, call: Call) -> None:
+    """Refuse alice's resumes until the SDK gives up (~30 s) and the call makes its first rejoin, then let it in."""
+    back = asyncio.ensure_future(call.wait_for("reconnected", timeout=90))
+    server.refuse_joins(count=1000, status=503, identity="alice")
+    await server.drop_signal("alice")
+    await until(lambda: call.reconnect_attempt >= 2, "a rejoin after the SDK gave up", timeout=90)
+    server.refuse_joins(count=0)
+    await back
+
+
+async def quick_rejoin(server: LoopbackServer, call: Call) -> None:
+    """A server-initiated leave with a transient reason: the SDK does not resume, the call rejoins at once."""
+    first = call.room
+    back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+    await server.leave("alice", reason="server_shutdown")
+    await back
+    assert call.room is not first
+
+
+async def test_a_tone_published_through_the_call_is_heard_again_after_a_rejoin(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory
+) -> None:
+    bob = await connect("bob")
+    call = make_call()
+    await call.connect()
+    published = local_published(call)
+    async with tone() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        assert (info.source, info.kind) == ("microphone", "audio")
+        assert await heard(bob.room, "alice", info.sid) > 1000
+        await rejoin_after_the_sdk_gives_up(server, call)
+        await until(lambda: any(t.sid != info.sid for t in published), "track_published with a new sid")
+        again = next(t for t in published if t.sid != info.sid)
+        assert (again.name, again.source) == ("mic", "microphone")
+        assert list(call.room.local_participant.track_publications) == [again.sid]
+        assert await heard(bob.room, "alice", again.sid) > 1000
+
+
+async def test_a_track_published_on_call_room_is_published_again_and_an_unpublished_one_is_not(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory
+) -> None:
+    bob = await connect("bob")
+    call = make_call()
+    await call.connect()
+    published = local_published(call)
+    async with tone("kept") as kept, tone("dropped") as dropped:
+        local = call.room.local_participant
+        first = await local.publish_track(kept, rtc.TrackPublishOptions(source=MIC))
+        gone = await local.publish_track(dropped, rtc.TrackPublishOptions(source=MIC))
+        await local.unpublish_track(gone.sid)
+        await until(lambda: len(published) == 2, "track_published for both direct publishes")
+        await quick_rejoin(server, call)
+        await until(lambda: len(published) == 3, "track_published of the kept track on the fresh Room")
+        again = published[2]
+        assert again.name == "kept" and again.source == "microphone" and again.sid != first.sid
+        assert [p.name for p in call.room.local_participant.track_publications.values()] == ["kept"]
+        assert await heard(bob.room, "alice", again.sid) > 1000
+        assert [p.name for p in call.room.local_participant.track_publications.values()] == ["kept"]
+
+
+async def next_frames(stream: MediaStream[rtc.AudioFrameEvent], count: int) -> list[rtc.AudioFrame]:
+    frames: list[rtc.AudioFrame] = []
+    try:
+        async with asyncio.timeout(WAIT):
+            async for event in stream:
+                frames.append(event.frame)
+                if len(frames) >= count:
+                    return frames
+    except TimeoutError:
+        raise AssertionError(f"only {len(frames)} of {count} frames in {WAIT} s") from None
+    raise AssertionError(f"the stream ended after {len(frames)} of {count} frames")
+
+
+async def ends(stream: MediaStream[Any]) -> None:
+    """The stream ends (after the frames it still buffers) within WAIT."""
+
+    async def drain() -> None:
+        async for _ in stream:
+            pass
+
+    try:
+        await asyncio.wait_for(drain(), WAIT)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"the stream did not end within {WAIT} s of the participant leaving") from None
+
+
+FRESH = 150
+"""Frames read after a fault: more than a stream buffers (100), so some were received after it."""
+
+
+async def test_audio_stream_follows_a_participant_across_faults_and_ends_when_they_leave(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    await server.add_participant("demo", "caller", audio="tone:440")
+    call = make_call()
+    await call.connect()
+    stream = call.audio_stream("caller")
+    assert level((await next_frames(stream, 50))[25:]) > 1000
+    faults: dict[str, Callable[[], Any]] = {
+        "resume": lambda: server.drop_signal("alice"),
+        "full restart": lambda: server.leave("alice", action="reconnect"),
+        "rejoin": lambda: server.leave("alice", reason="server_shutdown"),
+    }
+    for name, fault in faults.items():
+        room = call.room
+        back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+        await fault()
+        await back
+        assert (call.room is room) == (name != "rejoin"), name
+        assert level((await next_frames(stream, FRESH))[-50:]) > 1000, name
+    await server.remove_participant("demo", "caller")
+    await ends(stream)
+    await stream.aclose()
+    assert call._followers == [] and not stream._closing
+    assert not [t for t in asyncio.all_tasks() if _of_a_stream(t)], "a task of the ended stream is still running"
+
+
+def _of_a_stream(task: asyncio.Task[Any]) -> bool:
+    name = getattr(task.get_coro(), "__qualname__", "")
+    return name.startswith("MediaStream.") or name == "_close"
+
+
+@contextlib.asynccontextmanager
+async def camera(room: rtc.Room) -> AsyncIterator[None]:
+    """Publish 320x180 video at ~15 fps on `room` (the SDK's defaults: VP8, simulcast) for the block."""
+    source = rtc.VideoSource(320, 180)
+    track = rtc.LocalVideoTrack.create_video_track("cam", source)
+    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+
+    async def play() -> None:
+        data = bytearray(320 * 180 * 4)
+        count = 0
+        while True:
+            count += 1
+            data[: 320 * 4] = bytes([count % 256]) * (320 * 4)
+            source.capture_frame(rtc.VideoFrame(320, 180, rtc.VideoBufferType.RGBA, data))
+            await asyncio.sleep(1 / 15)
+
+    player = asyncio.create_task(play())
+    try:
+        yield
+    finally:
+        player.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await player
+
+
+async def test_video_stream_follows_a_participant_across_a_rejoin(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory
+) -> None:
+    bob = await connect("bob")
+    call = make_call()
+    await call.connect()
+    stream = call.video_stream("bob")
+
+    async def frames(count: int) -> list[rtc.VideoFrameEvent]:
+        got: list[rtc.VideoFrameEvent] = []
+        try:
+            async with asyncio.timeout(WAIT):
+                async for event in stream:
+                    got.append(event)
+                    if len(got) >= count:
+                        return got
+        except TimeoutError:
+            raise AssertionError(f"only {len(got)} of {count} video frames in {WAIT} s") from None
+        raise AssertionError("the video stream ended")
+
+    async with camera(bob.room):
+        assert {(e.frame.width, e.frame.height) for e in await frames(5)} == {(320, 180)}
+        await quick_rejoin(server, call)
+        await frames(110)  # more than the stream buffers: frames of the fresh Room's track too
+        await bob.room.disconnect()
+        await ends(stream)
+    await stream.aclose()
+
+
+async def test_track_subscribed_once_per_real_subscription_across_faults(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    await server.add_participant("demo", "caller", audio="tone:440")
+    call = make_call()
+    events: list[tuple[str, str, str]] = []
+    for name in ("track_subscribed", "track_unsubscribed"):
+        call.on(name, lambda p, t, _n=name: events.append((_n, p.identity, t.sid)))  # type: ignore[misc]
+    call.on("participant_left", lambda p: events.append(("participant_left", p.identity, "")))
+    await call.connect()
+
+    def caller_subscribed() -> bool:
+        participant = call.room.remote_participants.get("caller")
+        return participant is not None and any(p.subscribed for p in participant.track_publications.values())
+
+    await until(caller_subscribed, "the first subscription")
+    await until(lambda: len(events) == 1, "track_subscribed")
+    sid = events[0][2]
+    for fault in (
+        lambda: server.drop_signal("alice"),
+        lambda: server.leave("alice", action="reconnect"),
+        lambda: server.leave("alice", reason="server_shutdown"),
+    ):
+        back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+        await fault()
+        await back
+        await until(caller_subscribed, "the subscription after a fault")
+        await asyncio.sleep(0.5)  # past the grace a departure waits: a churned unsubscribe would be out by now
+        assert events == [("track_subscribed", "caller", sid)]
+    await server.remove_participant("demo", "caller")
+    await until(lambda: len(events) == 3, "track_unsubscribed and participant_left")
+    assert events[1:] == [("track_unsubscribed", "caller", sid), ("participant_left", "caller", "")]
+
+
+async def test_data_received_tells_reliable_from_lossy(connect: Connect, make_call: CallFactory) -> None:
+    call = make_call()
+    got: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()
+    call.on("data_received", lambda data, participant, topic, reliable: got.put_nowait((data, reliable)))
+    await call.connect()
+    bob = await connect("bob")
+    await bob.room.local_participant.publish_data(b"sure", reliable=True)
+    await bob.room.local_participant.publish_data(b"maybe", reliable=False)
+    received = {await asyncio.wait_for(got.get(), WAIT) for _ in range(2)}
+    assert received == {(b"sure", True), (b"maybe", False)}
