@@ -13,7 +13,6 @@ from livekit import rtc
 from rtcstack import (
     Call,
     CallEvent,
-    CallOptions,
     ConnectError,
     ConnectTimeoutError,
     InvalidStateError,
@@ -331,5 +330,14 @@ async def test_data_and_tracks_from_a_remote(server: LoopbackServer, make_call: 
     assert event.participant is not None and event.participant.identity == "bob"
     assert event.track is not None and event.track.kind == "audio" and event.track.source == "microphone"
     await until(lambda: len(alice.participants[0].tracks) == 1)
-    options = CallOptions()
-    assert options.auto_subscribe
+
+    received = expect(alice, "data_received")
+    await bob.room.local_participant.publish_data(b"hello alice", topic="chat")
+    data = await received
+    assert (data.data, data.topic) == (b"hello alice", "chat")
+    assert data.participant is not None and data.participant.identity == "bob" and data.participant.tracks
+    received = expect(alice, "data_received")
+    await bob.room.local_participant.publish_data("no topic")
+    data = await received
+    assert (data.data, data.topic) == (b"no topic", None)
+    assert data.participant is not None and data.participant.identity == "bob"
