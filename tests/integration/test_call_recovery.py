@@ -7,10 +7,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
-from aiohttp import web
 from livekit import rtc
 
 from rtcstack import (
@@ -24,6 +23,9 @@ from rtcstack import (
     create_call,
 )
 from rtcstack.testing import LoopbackServer
+
+if TYPE_CHECKING:
+    from conftest import Gated
 
 WAIT = 20.0
 FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=50, timeout=60)
@@ -76,55 +78,7 @@ async def attempt(call: Call, n: int) -> None:
 # -- a connect the call gave up on -------------------------------------------------------------------------------
 
 
-class Gate:
-    """An aiohttp middleware for LoopbackServer that holds the first `hold` signal connects until `release`.
-
-    `arrived` is set when a signal connect reached the server; `served` when one was upgraded and has ended (the
-    handler of a signal websocket returns when its session does). A held connect whose client gave up meanwhile
-    (`abandoned`) is answered 503 on release instead of being served.
-    """
-
-    def __init__(self, hold: int, *, abandoned: bool) -> None:
-        self.hold, self.abandoned = hold, abandoned
-        self.arrived, self.release, self.served = asyncio.Event(), asyncio.Event(), asyncio.Event()
-        self.count = 0
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path not in ("/rtc", "/rtc/v1"):
-            response: web.StreamResponse = await handler(request)
-            return response
-        self.count += 1
-        self.arrived.set()
-        if self.count <= self.hold:
-            await self.release.wait()
-            if self.abandoned:
-                return web.Response(status=503, text="held by the test")
-        response = await handler(request)
-        if isinstance(response, web.WebSocketResponse):
-            self.served.set()
-        return response
-
-
-@pytest.fixture
-async def gated() -> AsyncIterator[Callable[..., Awaitable[tuple[LoopbackServer, Gate]]]]:
-    started: list[tuple[LoopbackServer, Gate]] = []
-
-    async def start(hold: int, *, abandoned: bool) -> tuple[LoopbackServer, Gate]:
-        server, gate = LoopbackServer(), Gate(hold, abandoned=abandoned)
-        app = server.build_app()
-        app.middlewares.append(gate.middleware)
-        await server.start(app)
-        started.append((server, gate))
-        return server, gate
-
-    yield start
-    for server, gate in started:
-        gate.release.set()
-        await server.close()
-
-
-async def test_a_cancelled_connect_whose_room_connects_later_closes_it(gated: Any) -> None:
+async def test_a_cancelled_connect_whose_room_connects_later_closes_it(gated: Gated) -> None:
     server, gate = await gated(1, abandoned=False)
     call = create_call(server.url, server.token("alice", room="demo"))
     task = asyncio.ensure_future(call.connect())
@@ -139,7 +93,7 @@ async def test_a_cancelled_connect_whose_room_connects_later_closes_it(gated: An
     assert not call.room.isconnected() and server.participants("demo") == []
 
 
-async def test_a_timed_out_connect_whose_sdk_retry_connects_later_closes_it(gated: Any) -> None:
+async def test_a_timed_out_connect_whose_sdk_retry_connects_later_closes_it(gated: Gated) -> None:
     server, gate = await gated(1, abandoned=True)  # the first attempt hangs; the SDK's next one gets through
     call = create_call(server.url, server.token("alice", room="demo"))
     with pytest.raises(ConnectTimeoutError):
