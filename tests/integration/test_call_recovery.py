@@ -18,7 +18,9 @@ from rtcstack import (
     CallOptions,
     ConnectTimeoutError,
     DisconnectReason,
+    InvalidStateError,
     ReconnectPolicy,
+    TokenExpiredError,
     TokenRefreshError,
     create_call,
 )
@@ -236,3 +238,54 @@ async def test_a_failing_refresh_is_retried_until_expiry(server: LoopbackServer,
     await within("a third refresh attempt (retries with backoff until expiry)", three)
     assert all(isinstance(e, TokenRefreshError) for e in failures) and len(tries) == len(failures)
     assert call.token_expires_at == before and call.connection_state == "connected"
+
+
+# -- a token expired or short-lived at connect ---------------------------------------------------------------
+
+
+async def test_an_expired_token_without_refresher_fails_before_any_room(gated: Gated) -> None:
+    server, gate = await gated(0)
+    call = create_call(server.url, server.token("alice", room="demo", ttl=-5))
+    with pytest.raises(TokenExpiredError):
+        await call.connect()
+    assert call.disconnect_reason == "token_expired" and gate.count == 0
+    with pytest.raises(InvalidStateError):
+        call.room  # noqa: B018  (no Room was ever made)
+    await call.disconnect()
+
+
+async def test_an_expired_token_calls_the_refresher_before_joining(gated: Gated) -> None:
+    server, gate = await gated(0)
+    call = create_call(
+        server.url,
+        server.token("alice", room="demo", ttl=-5),
+        token_refresher=lambda: server.token("alice", room="demo", ttl=600),
+    )
+    order: list[str] = []
+    for name in ("token_expired", "token_refreshed", "connected"):
+        call.on(name, lambda *_, name=name: order.append(name))
+    await call.connect()
+    assert order == ["token_expired", "token_refreshed", "connected"] and gate.count == 1
+    assert server.participants("demo") == ["alice"]
+    await call.disconnect()
+
+
+@NO_SERVER_REFRESH
+async def test_short_lived_refreshed_tokens_do_not_make_a_tight_loop(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """Each token lives less than the refresh margin: the next refresh comes halfway through what is left of it,
+    not at once (a tight loop would have called the refresher many times during one server round trip)."""
+    calls: list[int] = []
+
+    def refresher() -> str:
+        calls.append(1)
+        return server.token("alice", room="demo", ttl=40)
+
+    call = make_call(ttl=30, margin=60, token_refresher=refresher)
+    await call.connect()
+    assert len(calls) == 1  # inside the margin from the start: refreshed before joining
+    quality = expect(call, "connection_quality_changed")
+    await server.set_connection_quality("alice", "good")
+    await quality
+    assert len(calls) == 1

@@ -1,7 +1,9 @@
 """The pump (`Call`) with a fake Room behind the `RoomLike` protocol: no network, no SDK core.
 
 These tests pin how Room callbacks become call events. Every behaviour here is also tested against the real SDK on
-LoopbackServer in tests/integration; the fake only makes the pump's own bookkeeping cheap to drive.
+LoopbackServer in tests/integration (test_call.py, test_call_events.py, test_call_recovery.py, test_reconnect.py,
+and test_secrets.py for the repr); the fake only makes the pump's own bookkeeping cheap to drive and its exact
+orderings, delays and loop iterations easy to pin.
 """
 
 from __future__ import annotations
