@@ -20,7 +20,15 @@ WAIT = 15.0
 @pytest.mark.timeout(90)
 async def test_cycles_and_interrupted_connects_leave_nothing_behind(server: LoopbackServer) -> None:
     report = await leaks.run(server, cycles=10, cancels=10, seed=7)
-    assert report.grew == [], leaks.render(report)
+    assert report.problems == [], leaks.render(report)
+
+
+async def test_a_baseline_that_never_settles_fails_the_check(server: LoopbackServer) -> None:
+    await server.add_participant(leaks.ROOM, "never-leaves")  # the baseline waits for an empty room
+    figures, settled = await leaks.quiet(server, timeout=0.5)
+    assert not settled
+    report = leaks.Report(baseline=figures, after=figures, cycles=0, cancels=0, baseline_settled=settled)
+    assert report.problems == ["the baseline never settled"] and "never settled" in leaks.render(report)
 
 
 async def test_a_session_replaced_while_joining_leaves_no_refresher_and_no_peer(
