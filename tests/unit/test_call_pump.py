@@ -3,7 +3,9 @@
 These tests pin how Room callbacks become call events. Every behaviour here is also tested against the real SDK on
 LoopbackServer in tests/integration (test_call.py, test_call_events.py, test_call_recovery.py, test_reconnect.py,
 and test_secrets.py for the repr); the fake only makes the pump's own bookkeeping cheap to drive and its exact
-orderings, delays and loop iterations easy to pin.
+orderings, delays and loop iterations easy to pin. One exception: a rejoin's Room whose connect ends after the
+rejoin gave up on it (the real SDK would then retry that Room's connect on its own, racing the next rejoin for the
+same identity, which LoopbackServer cannot order deterministically); the first connect's case is tested for real.
 """
 
 from __future__ import annotations
@@ -313,6 +315,25 @@ async def test_transient_end_rejoins_with_a_fresh_room() -> None:
     first.emit("participant_connected", FakeParticipant("stale"))
     assert call.participants == []
     await call.disconnect()
+
+
+async def test_a_timed_out_rejoin_closes_its_room_when_its_connect_ends() -> None:
+    """A rejoin's Room that does not connect within connect_timeout is given up and the next rejoin made; when that
+    late connect does end, the Room is closed (not left connected, as a second session of the same identity)."""
+    release = asyncio.Event()
+
+    async def late(room: FakeRoom) -> None:
+        await release.wait()
+
+    rooms = Rooms(None, late, None)
+    call = make_call(rooms, connect_timeout=0.2, reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0))
+    await call.connect()
+    rooms.made[0].emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    await call.wait_for("reconnected", timeout=5)
+    assert len(rooms.made) == 3 and rooms.made[1].disconnects == 0  # still connecting
+    release.set()
+    await call.disconnect()
+    assert [room.disconnects for room in rooms.made] == [1, 1, 1]
 
 
 async def test_rejoin_exhausted_is_network_error() -> None:
