@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from livekit import rtc
 
-from rtcstack import Call, CallEvent, CallOptions, create_call
+from rtcstack import Call, CallEvent, CallOptions, Participant, create_call
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._wire import decode_join_request
 
@@ -217,3 +217,39 @@ async def test_auto_subscribe_and_single_peer_connection_reach_the_sdk(auto_subs
         assert seen == [("/rtc/v1" if single_pc else "/rtc", auto_subscribe)]
     finally:
         await server.close()
+
+
+async def test_participant_updated_for_name_metadata_and_attributes(make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    joined = expect(alice, "participant_joined")
+    await bob.connect()
+    await joined
+    local = bob.room.local_participant
+
+    changes: list[tuple[Callable[[], Awaitable[None]], Callable[[Participant], bool]]] = [
+        (lambda: local.set_name("Bob"), lambda p: p.name == "Bob"),
+        (lambda: local.set_metadata("busy"), lambda p: p.metadata == "busy"),
+        (lambda: local.set_attributes({"mood": "ok"}), lambda p: p.attributes == {"mood": "ok"}),
+    ]
+    for change, check in changes:
+        await updated_by(alice, "bob", change, check)
+        assert check(alice.participants[0])
+
+
+async def updated_by(
+    call: Call, identity: str, change: Callable[[], Awaitable[None]], check: Callable[[Participant], bool]
+) -> None:
+    """Make `change`, then wait for a participant_updated about `identity` that passes `check`."""
+    updated: asyncio.Future[Participant] = asyncio.get_running_loop().create_future()
+
+    def seen(participant: Participant) -> None:
+        if participant.identity == identity and check(participant) and not updated.done():
+            updated.set_result(participant)
+
+    call.on("participant_updated", seen)
+    try:
+        await change()
+        await within(f"a participant_updated about {identity} with the change", updated)
+    finally:
+        call.off("participant_updated", seen)
