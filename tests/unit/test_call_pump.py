@@ -432,6 +432,27 @@ async def test_token_timer_warns_once_and_refreshes() -> None:
     await call.disconnect()
 
 
+async def test_disconnect_cancels_the_token_timer() -> None:
+    """The token enters its margin 0.2 s after connect: once disconnected, that moment passes with no warning and
+    no refresher call (the timer is cancelled, not left to fire on an ended call)."""
+    first = mint(ttl=120)
+    calls: list[int] = []
+
+    def refresher() -> str:
+        calls.append(1)
+        return mint(ttl=600)
+
+    margin = (decode_token(first).expires_at - datetime.now(timezone.utc)).total_seconds() - 0.2
+    call = make_call(Rooms(), token=first, token_refresher=refresher, token_refresh_margin=margin)
+    seen = record(call, "token_expired", "token_refreshed")
+    await call.connect()
+    assert call._token_timer is not None
+    due = call._token_timer.when()
+    await call.disconnect()
+    await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()) + 0.1)  # the moment it was due passed
+    assert seen == [] and calls == []
+
+
 def test_classifier() -> None:
     classify = _call.classify_connect_error
     assert classify("engine: validation failed: 401", token_expired=False) == ("auth_rejected", False)
