@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -290,3 +291,28 @@ async def test_token_refresh_can_be_disabled(server: LoopbackServer, connect: Co
 
     await alice.wait_for("connection_quality_changed")
     assert alice.count("token_refreshed") == 1
+
+
+@pytest.mark.parametrize("server", [{"departure_timeout": 1.0}], indirect=True)
+async def test_a_session_that_cannot_resume_departs(server: LoopbackServer, connect: Connect) -> None:
+    await connect("alice")
+    bob = await connect("bob")
+    server.refuse_joins(count=1000, status=503, identity="alice")  # its resumes are refused: the session stays detached
+
+    await server.drop_signal("alice")
+
+    await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
+    assert server.participants("demo") == ["bob"]
+    server.refuse_joins(count=0)
+
+
+@pytest.mark.parametrize("server", [{"departure_timeout": 1.0}], indirect=True)
+async def test_a_resumed_session_does_not_depart(server: LoopbackServer, connect: Connect) -> None:
+    alice = await connect("alice")
+    dropped = time.monotonic()
+
+    await server.drop_signal("alice")
+
+    await alice.wait_for("reconnected")
+    await asyncio.sleep(max(0.0, dropped + 1.0 - time.monotonic()) + 0.5)  # its departure was due by now
+    assert server.participants("demo") == ["alice"] and alice.count("disconnected") == 0
