@@ -309,10 +309,12 @@ async def test_a_session_that_cannot_resume_departs(server: LoopbackServer, conn
 @pytest.mark.parametrize("server", [{"departure_timeout": 1.0}], indirect=True)
 async def test_a_resumed_session_does_not_depart(server: LoopbackServer, connect: Connect) -> None:
     alice = await connect("alice")
+    sid = server.registry.find("alice").sid
     dropped = time.monotonic()
 
     await server.drop_signal("alice")
 
     await alice.wait_for("reconnected")
     await asyncio.sleep(max(0.0, dropped + 1.0 - time.monotonic()) + 0.5)  # its departure was due by now
-    assert server.participants("demo") == ["alice"] and alice.count("disconnected") == 0
+    assert server.registry.find("alice").sid == sid, "the session departed (the client joined again)"
+    assert alice.count("reconnecting") == 1 and alice.count("disconnected") == 0
