@@ -64,7 +64,10 @@ class Client:
                 self._changed.clear()
                 await self._changed.wait()
 
-        await asyncio.wait_for(scan(), timeout)
+        try:
+            await asyncio.wait_for(scan(), timeout)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{self.identity}: {name} was not emitted {count} times within {timeout:g} s")
 
     async def wait_for(
         self, name: str, predicate: Callable[..., bool] = lambda *args: True, timeout: float = WAIT
@@ -81,7 +84,10 @@ class Client:
                 self._changed.clear()
                 await self._changed.wait()
 
-        return await asyncio.wait_for(scan(), timeout)
+        try:
+            return await asyncio.wait_for(scan(), timeout)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{self.identity}: no {name} event (as expected) within {timeout:g} s; saw {self.names()}")
 
 
 Connect = Callable[..., Awaitable[Client]]
