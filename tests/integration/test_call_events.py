@@ -253,3 +253,19 @@ async def updated_by(
         await within(f"a participant_updated about {identity} with the change", updated)
     finally:
         call.off("participant_updated", seen)
+
+
+async def test_a_participant_becoming_active_is_an_update(make_call: CallFactory) -> None:
+    """The server announces a joiner as joined, then active once its media is up: the roster follows."""
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    states: list[str] = []
+    alice.on("participant_joined", lambda p: states.append(p.state))
+    alice.on("participant_updated", lambda p: states.append(p.state))
+
+    async def join() -> None:
+        await bob.connect()
+
+    await updated_by(alice, "bob", join, lambda p: p.state == "active")
+    assert states[0] == "joined" and states[-1] == "active"
+    assert alice.participants[0].state == "active"
