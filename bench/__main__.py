@@ -15,8 +15,9 @@ from ._connect import CONNECT, CROWD
 from ._events import EVENTS, ROSTER
 from ._recovery import EXPIRED, RESUME
 from ._report import Row, environment, render, table
+from ._sfu import SFU
 
-BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, EVENTS, ROSTER, CALLS, CROWD)
+BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, EVENTS, ROSTER, CALLS, CROWD, SFU)
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 class Served:
     """The URL of a server in a child process, and tokens it accepts."""
 
-    def __init__(self, url: str, api_key: str, api_secret: str) -> None:
+    def __init__(self, url: str, api_key: str, api_secret: str, pid: int) -> None:
         self.url = url
+        self.pid = pid
+        """The server process, whose CPU time a benchmark may read."""
         self._key, self._secret = api_key, api_secret
 
     def token(self, identity: str, room: str, ttl: float = 600) -> str:
@@ -51,7 +53,7 @@ async def served() -> AsyncIterator[Served]:
         url = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
         if not url:
             raise RuntimeError("the server process did not start")
-        yield Served(url, key, secret)
+        yield Served(url, key, secret, child.pid)
     finally:
         child.stdin.close()
         try:

@@ -1,7 +1,8 @@
 """rtcstack.testing: a LiveKit-protocol server on loopback, with fault injection, for tests.
 
-`LoopbackServer` is imported on first use, so that the pytest plugin (loaded in every pytest run once rtcstack is
-installed) imports no aiortc until a test asks for the server.
+`LoopbackServer` and `ReceivedTrack` (what `LoopbackServer.received` returns) are imported on first use, so that
+the pytest plugin (loaded in every pytest run once rtcstack is installed) imports no aiortc until a test asks for
+the server.
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._forward import ReceivedTrack
     from ._server import LoopbackServer
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LoopbackServer", "ReceivedTrack"]
 
 
 def __getattr__(name: str) -> object:
@@ -19,4 +21,8 @@ def __getattr__(name: str) -> object:
         from ._server import LoopbackServer
 
         return LoopbackServer
+    if name == "ReceivedTrack":
+        from ._forward import ReceivedTrack
+
+        return ReceivedTrack
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,12 @@
-"""The server side of one WebRTC transport, on aiortc: answer offers, make offers, take trickled candidates.
+"""The server side of one WebRTC transport, on aiortc: answer offers, make offers, take trickled candidates, media.
 
-Media is not forwarded; the peer connection exists so the SDK's ICE/DTLS/SCTP come up as with a real server.
-aiortc does not implement ICE restart, so `MediaPeer.answer` adopts the offer's new remote ufrag/pwd in aioice
-itself (see PROTOCOL.md): the restarted checks then authenticate and the newly nominated pair takes over.
+Media the client sends is taken encoded out of each receiver (`ReceiverTap`) into the `Source` the session binds
+to that m-line; media for the client goes out through `Outlet` tracks on sendonly transceivers: added to our own
+offers (the legacy subscriber connection) or bound, at the client's next offer, to the recvonly m-lines it offers
+(single peer connection). A simulcast offer is answered accepting all its layers, with the RID header extension
+the SDK requires; each subscriber is sent the layer it asks for. aiortc does not implement ICE restart, so
+`MediaPeer.answer` adopts the offer's new remote ufrag/pwd in aioice itself (see PROTOCOL.md): the restarted
+checks then authenticate and the newly nominated pair takes over.
 """
 
 from __future__ import annotations
@@ -11,21 +15,135 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpHeaderExtensionParameters,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.sdp import candidate_from_sdp
 
-__all__ = ["MediaPeer"]
+from ._forward import Outlet, ReceiverTap, Source
+
+__all__ = ["CodecRefused", "MediaPeer", "OfferedSection", "accept_layers", "offered_sections", "unsupported"]
 
 logger = logging.getLogger("rtcstack.testing")
 
 _UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
 _PWD = re.compile(r"^a=ice-pwd:(\S+)", re.MULTILINE)
+_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+_FORWARDED = {"audio/opus", "audio/pcmu", "audio/pcma", "video/vp8", "video/h264"}
+"""Codecs aiortc can receive and send (its own list, less G.722 which nobody offers)."""
+_ANSWER_SETTLE = 0.2
+"""Seconds an outlet bound in our answer waits for the client to apply it (see `Outlet.hold`)."""
+_HELPERS = {"rtx", "red", "ulpfec", "flexfec-03", "telephone-event", "cn"}
+
+
+class CodecRefused(ValueError):
+    """An offer asks us to receive a track in codecs aiortc lacks (VP9, AV1, H.265...)."""
+
+
+@dataclass(frozen=True)
+class OfferedSection:
+    """What one audio / video m-section of a remote offer says, read from its SDP text."""
+
+    mid: str
+    kind: str
+    direction: str
+    track_id: str
+    codecs: tuple[str, ...]
+    """``kind/name`` of each payload, e.g. ``video/VP8``, in offer order."""
+    rids: tuple[str, ...] = ()
+    """The simulcast layers it sends (``a=simulcast:send``), in offer order."""
+    rid_extension: int | None = None
+
+    @property
+    def sends(self) -> bool:
+        return self.direction in ("sendonly", "sendrecv")
+
+
+def _sections(sdp: str) -> list[list[str]]:
+    return [part.split("\n") for part in re.split(r"\r?\n(?=m=)", sdp.replace("\r\n", "\n").strip())]
+
+
+def offered_sections(sdp: str) -> list[OfferedSection]:
+    """The audio and video m-sections of an SDP, in order."""
+    found = []
+    for lines in _sections(sdp)[1:]:
+        kind = lines[0][2:].split(" ", 1)[0]
+        if kind not in ("audio", "video"):
+            continue
+        attrs = [line[2:] for line in lines if line.startswith("a=")]
+        mid = next((a[4:] for a in attrs if a.startswith("mid:")), "")
+        direction = next((a for a in attrs if a in ("sendrecv", "sendonly", "recvonly", "inactive")), "sendrecv")
+        msid = next((a[5:].split() for a in attrs if a.startswith("msid:")), [])
+        codecs = tuple(f"{kind}/{a.split(' ', 1)[1].split('/')[0]}" for a in attrs if a.startswith("rtpmap:"))
+        simulcast = next((a.split()[1] for a in attrs if a.startswith("simulcast:send")), "")
+        rids = tuple(r.split(",")[0].lstrip("~") for r in simulcast.split(";") if r)
+        rid_ext = next(
+            (
+                int(a[7:].split()[0].split("/")[0])
+                for a in attrs
+                if a.startswith("extmap:") and a.endswith(" " + _RID_URI)
+            ),
+            None,
+        )
+        found.append(
+            OfferedSection(
+                mid=mid,
+                kind=kind,
+                direction=direction,
+                track_id=msid[1] if len(msid) > 1 else "",
+                codecs=codecs,
+                rids=rids,
+                rid_extension=rid_ext,
+            )
+        )
+    return found
+
+
+def unsupported(section: OfferedSection) -> bool:
+    """Whether a section the client sends on offers no codec we can forward."""
+    media = [c for c in section.codecs if c.split("/", 1)[1].lower() not in _HELPERS]
+    return bool(media) and not any(c.lower() in _FORWARDED for c in media)
+
+
+def accept_layers(offer: str, answer: str) -> str:
+    """Accept the RID header extension wherever it is offered, and every layer of each simulcast section.
+
+    libwebrtc then sends each layer on its SSRC, its first packets marked with their rid. The extension is accepted
+    on every video section, not only simulcast ones: libwebrtc keeps to the extensions negotiated in the bundle, so
+    a later simulcast publish on an answer without it fails in the SDK.
+    """
+    offered = {s.mid: s for s in offered_sections(offer) if s.rid_extension is not None}
+    if not offered:
+        return answer
+    parts = _sections(answer)
+    for lines in parts[1:]:
+        mid = next((line[6:] for line in lines if line.startswith("a=mid:")), "")
+        section = offered.get(mid)
+        if section is None or not lines[0].startswith("m=video") or lines[0].startswith("m=video 0 "):
+            continue
+        extmap = f"a=extmap:{section.rid_extension} {_RID_URI}"
+        if extmap not in lines:
+            lines.append(extmap)
+        if section.rids and section.sends:
+            lines.extend(f"a=rid:{rid} recv" for rid in section.rids)
+            lines.append(f"a=simulcast:recv {';'.join(section.rids)}")
+    return "\r\n".join("\r\n".join(lines) for lines in parts) + "\r\n"
 
 
 class MediaPeer:
-    """One RTCPeerConnection with no ICE servers (host candidates only, nothing leaves the machine)."""
+    """One RTCPeerConnection with no ICE servers (host candidates only, nothing leaves the machine).
+
+    ``on_inbound`` is called with the section and its negotiated codec when an offer starts sending a track on an
+    m-line (or a new track on a reused one) and returns the `Source` its frames go to (None: ignored);
+    ``on_inbound_ended`` is called with the mid when an offer stops sending on it.
+    """
 
     def __init__(
         self,
@@ -33,6 +151,8 @@ class MediaPeer:
         *,
         on_connected: Callable[[], None] | None = None,
         on_data: Callable[[bytes], None] | None = None,
+        on_inbound: Callable[[OfferedSection, str], Source | None] | None = None,
+        on_inbound_ended: Callable[[str], None] | None = None,
     ) -> None:
         self.label = label
         self._pc: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -40,6 +160,13 @@ class MediaPeer:
         self._data_outbox: list[tuple[str, bytes]] = []
         self._on_connected = on_connected
         self._on_data = on_data
+        self._on_inbound = on_inbound
+        self._on_inbound_ended = on_inbound_ended
+        self._inbound: dict[str, str] = {}
+        """mid -> msid track id of the tracks the client sends us."""
+        self._taps: dict[str, ReceiverTap] = {}
+        self._waiting: list[tuple[Outlet, str]] = []
+        """Outlets (with their stream id) for the client's next offer to carry (single peer connection)."""
         self._pc.on("connectionstatechange", self._state_changed)
         self._pc.on("datachannel", self._add_channel)
 
@@ -52,12 +179,129 @@ class MediaPeer:
     def connection_state(self) -> str:
         return str(self._pc.connectionState)
 
-    async def answer(self, offer_sdp: str) -> str:
-        """Apply a remote offer (first, renegotiation or ICE restart) and return our answer SDP."""
+    async def answer(self, offer_sdp: str) -> tuple[str, dict[str, str]]:
+        """Apply a remote offer (first, renegotiation or ICE restart); return our answer SDP and mid -> track sid.
+
+        A track offered only in codecs aiortc lacks raises `CodecRefused` before anything is applied.
+        """
+        sections = offered_sections(offer_sdp)
+        refused = [s for s in sections if s.sends and s.mid not in self._inbound and unsupported(s)]
+        if refused:
+            names = ", ".join(sorted({c for s in refused for c in s.codecs if c.split("/")[1].lower() not in _HELPERS}))
+            raise CodecRefused(f"no codec the loopback server can forward in {names} (it forwards VP8, H264, Opus)")
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         self._adopt_remote_ice(offer_sdp)
+        self._take_inbound(sections)
+        self._bind_waiting()
         await self._pc.setLocalDescription(await self._pc.createAnswer())
-        return str(self._pc.localDescription.sdp)
+        answer = accept_layers(offer_sdp, str(self._pc.localDescription.sdp))
+        return answer, self.outbound()
+
+    def _transceiver(self, mid: str) -> Any:
+        return next((t for t in self._pc.getTransceivers() if t.mid == mid), None)
+
+    def _take_inbound(self, sections: list[OfferedSection]) -> None:
+        for section in sections:
+            transceiver = self._transceiver(section.mid)
+            if transceiver is None:
+                continue
+            if not section.sends:
+                if self._inbound.pop(section.mid, None) is not None and self._on_inbound_ended is not None:
+                    self._on_inbound_ended(section.mid)
+                continue
+            if self._inbound.get(section.mid) == section.track_id or self._on_inbound is None:
+                continue
+            if section.mid in self._inbound and self._on_inbound_ended is not None:
+                self._on_inbound_ended(section.mid)
+            self._inbound[section.mid] = section.track_id
+            codecs = transceiver._codecs
+            source = self._on_inbound(section, str(codecs[0].mimeType) if codecs else "")
+            if source is None:
+                continue
+            tap = self._taps.get(section.mid)
+            if tap is None:
+                tap = self._taps[section.mid] = ReceiverTap(transceiver.receiver, section.kind)
+            tap.bind(source)
+            if section.rid_extension is not None and section.rids:  # so aiortc reads each packet's layer
+                extension = RTCRtpHeaderExtensionParameters(id=section.rid_extension, uri=_RID_URI)
+                if extension not in transceiver._headerExtensions:
+                    transceiver._headerExtensions.append(extension)
+
+    # -- media to the client ---------------------------------------------------------------------------------
+
+    def send_outlet(self, outlet: Outlet, stream_id: str) -> None:
+        """Add a sendonly transceiver for ``outlet`` to our next offer, in the source's codec."""
+        transceiver = self._pc.addTransceiver(outlet, direction="sendonly")
+        mime = outlet.source.mime_type.lower()
+        capabilities = RTCRtpSender.getCapabilities(outlet.kind).codecs
+        preferred = [c for c in capabilities if c.mimeType.lower() == mime]
+        if preferred:
+            transceiver.setCodecPreferences(
+                preferred + [c for c in capabilities if c.mimeType.lower().endswith("/rtx")]
+            )
+        self._prepare_sender(transceiver, outlet, stream_id)
+
+    def queue_outlet(self, outlet: Outlet, stream_id: str) -> None:
+        """Send ``outlet`` on a recvonly m-line of the client's next offer (single peer connection)."""
+        self._waiting.append((outlet, stream_id))
+
+    def missing_sections(self) -> tuple[int, int]:
+        """(audio, video) recvonly m-lines the client must add for the outlets waiting to be sent."""
+        free = {"audio": 0, "video": 0}
+        for transceiver in self._free_transceivers():
+            free[transceiver.kind] += 1
+        wanted = {"audio": 0, "video": 0}
+        for outlet, _ in self._waiting:
+            wanted[outlet.kind] += 1
+        return max(0, wanted["audio"] - free["audio"]), max(0, wanted["video"] - free["video"])
+
+    def remove_outlet(self, outlet: Outlet) -> None:
+        """Stop sending ``outlet``: its m-line goes inactive at the next negotiation and is not used again."""
+        self._waiting = [(o, s) for o, s in self._waiting if o is not outlet]
+        for transceiver in self._pc.getTransceivers():
+            if transceiver.sender.track is outlet:
+                transceiver.sender.replaceTrack(None)
+                transceiver.direction = "inactive"
+                transceiver._rtcstack_used = True
+
+    def outbound(self) -> dict[str, str]:
+        """mid -> track sid of what we send the client."""
+        return {
+            t.mid: t.sender.track.id
+            for t in self._pc.getTransceivers()
+            if t.mid is not None and isinstance(t.sender.track, Outlet)
+        }
+
+    def _free_transceivers(self) -> list[Any]:
+        return [
+            t
+            for t in self._pc.getTransceivers()
+            if t._offerDirection == "sendonly" and t.sender.track is None and not getattr(t, "_rtcstack_used", False)
+        ]
+
+    def _bind_waiting(self) -> None:
+        free = self._free_transceivers()
+        waiting: list[tuple[Outlet, str]] = []
+        for outlet, stream_id in self._waiting:
+            transceiver = next((t for t in free if t.kind == outlet.kind), None)
+            if transceiver is None:
+                waiting.append((outlet, stream_id))
+                continue
+            free.remove(transceiver)
+            transceiver.direction = "sendonly"
+            mime = outlet.source.mime_type.lower()
+            transceiver._codecs.sort(key=lambda c: c.mimeType.lower() != mime)
+            self._prepare_sender(transceiver, outlet, stream_id)
+            outlet.hold(_ANSWER_SETTLE)
+        self._waiting = waiting
+
+    @staticmethod
+    def _prepare_sender(transceiver: Any, outlet: Outlet, stream_id: str) -> None:
+        sender = transceiver.sender
+        sender.replaceTrack(outlet)
+        sender._stream_id = stream_id
+        sender._send_keyframe = outlet.request_keyframe
+        transceiver._rtcstack_used = True
 
     async def offer(self) -> str:
         """Make an offer (the subscriber transport of the legacy two-connection mode) and return its SDP.

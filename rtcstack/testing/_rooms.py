@@ -12,7 +12,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -93,6 +93,8 @@ class RoomRegistry:
         self._rooms: dict[str, Room] = {}
         self._versions = itertools.count(1)
         self._kicked: dict[str, pm.DisconnectReason] = {}
+        self.departures: list[Callable[[Participant], None]] = []
+        """Called with each participant that leaves its room, however it leaves (the media router's hook)."""
 
     # -- queries ------------------------------------------------------------------------------------------------
 
@@ -310,6 +312,8 @@ class RoomRegistry:
         participant.info.version = next(self._versions)
         logger.debug("%s left %s (%s)", participant.identity, room.name, pm.DisconnectReason.Name(reason))
         self.broadcast(room.name, pr.SignalResponse(update=pr.ParticipantUpdate(participants=[participant.info])))
+        for departure in self.departures:
+            departure(participant)
 
     def _present(self, participant: Participant) -> bool:
         room = self._rooms.get(participant.room)

@@ -12,9 +12,10 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import jwt
 from aiohttp import web
@@ -23,8 +24,11 @@ from livekit.api.access_token import Claims
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from ._forward import ReceivedTrack, Source
 from ._rooms import Participant, RoomRegistry, new_sid
+from ._router import MediaRouter
 from ._session import Session, SessionConfig
+from ._synthetic import play_audio, play_video, read_audio
 from ._tables import CONNECTION_QUALITIES, DISCONNECT_REASONS, LEAVE_ACTIONS, PARTICIPANT_KINDS, QUALITY_SCORES
 from ._twirp import RoomService
 from ._wire import BadRequest, bearer_token, decode_join_request, legacy_join_request
@@ -72,6 +76,8 @@ class LoopbackServer:
         self.api_key = api_key
         self.api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(32)
         self.registry = RoomRegistry()
+        self.router = MediaRouter(self.registry)
+        self.registry.departures.append(self.router.left)
         self._port = port
         self._config = SessionConfig(
             ping_interval=ping_interval,
@@ -86,6 +92,7 @@ class LoopbackServer:
         self._handlers: set[asyncio.Task[object]] = set()
         self._refusal: _Refusal | None = None
         self._rejected: set[str] = set()
+        self._players: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         where = self.url if self._runner is not None else "not started"
@@ -128,6 +135,9 @@ class LoopbackServer:
     async def close(self) -> None:
         """Tell every client the server is shutting down, close every socket and peer connection, stop."""
         leave = pr.LeaveRequest(reason=pm.SERVER_SHUTDOWN, action=pr.LeaveRequest.DISCONNECT)
+        for player in self._players:
+            player.cancel()
+        await asyncio.gather(*self._players, return_exceptions=True)
         await asyncio.gather(*(s.aclose(leave) for s in list(self._sessions)))
         self._sessions.clear()
         for name in [room.name for room in self.registry.rooms()]:
@@ -303,6 +313,8 @@ class LoopbackServer:
             participant,
             single_pc=single_pc,
             can_update_metadata=bool(video.can_update_own_metadata),
+            router=self.router,
+            auto_subscribe=join.connection_settings.auto_subscribe if join.HasField("connection_settings") else True,
         )
         participant.sink = session
         self._sessions = {s for s in self._sessions if not s.finished}
@@ -398,10 +410,21 @@ class LoopbackServer:
         kind: str | None = None,
         metadata: str | None = None,
         attributes: Mapping[str, str] | None = None,
+        *,
+        audio: str | None = None,
+        video: str | None = None,
     ) -> None:
-        """Add a synthetic participant (no client behind it, state ACTIVE), announced to the room."""
+        """Add a synthetic participant (no client behind it, state ACTIVE), announced to the room.
+
+        With ``audio`` (``"tone:<hz>"`` or a 16-bit PCM WAV file path, looped) and / or ``video`` (``"pattern"``) it
+        publishes a microphone / camera track, encoded here in real time (Opus, VP8 320x180 at 15 fps) and forwarded
+        to subscribers like a client's. A bad spec raises ValueError before anyone is added.
+        """
         if kind is not None and kind not in PARTICIPANT_KINDS:
             raise ValueError(f"unknown participant kind {kind!r}")
+        if video not in (None, "pattern"):
+            raise ValueError(f"unknown synthetic video {video!r}: the only one is 'pattern'")
+        samples = read_audio(audio) if audio is not None else None
         now = time.time()
         info = pm.ParticipantInfo(
             sid=new_sid("PA"),
@@ -417,7 +440,39 @@ class LoopbackServer:
                 can_subscribe=True, can_publish=True, can_publish_data=True, agent=kind == "agent"
             ),
         )
-        self.registry.join(Participant(room=room, info=info))
+        participant = Participant(room=room, info=info)
+        self.registry.join(participant)
+        if samples is not None:
+            self._synthesize(participant, "audio", play_audio(self._synthetic_source(participant, "audio"), samples))
+        if video is not None:
+            self._synthesize(participant, "video", play_video(self._synthetic_source(participant, "video")))
+
+    def _synthetic_source(self, participant: Participant, kind: str) -> Source:
+        audio = kind == "audio"
+        track = pm.TrackInfo(
+            sid=new_sid("TR"),
+            type=pm.AUDIO if audio else pm.VIDEO,
+            name="tone" if audio else "pattern",
+            source=pm.TrackSource.MICROPHONE if audio else pm.TrackSource.CAMERA,
+            mime_type="audio/opus" if audio else "video/VP8",
+            width=0 if audio else 320,
+            height=0 if audio else 180,
+        )
+        self.registry.publish_track(participant, track)
+        source = Source(track.sid, participant.sid, "audio" if audio else "video", "microphone" if audio else "camera")
+        source.mime_type = track.mime_type
+        self.router.publish(participant, source)
+        return source
+
+    def _synthesize(self, participant: Participant, kind: str, player: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(player, name=f"synthetic {kind} of {participant.identity}")
+        self._players.add(task)
+        task.add_done_callback(self._player_done)
+
+    def _player_done(self, task: asyncio.Task[None]) -> None:
+        self._players.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("%s ended: %s: %s", task.get_name(), type(exc).__name__, exc)
 
     async def remove_participant(self, room: str, identity: str) -> None:
         """Remove a participant (synthetic or not); a real one gets leave(participant_removed)."""
@@ -439,6 +494,14 @@ class LoopbackServer:
         """Identities in ``room``, in join order (empty if there is no such room)."""
         found = self.registry.room(room)
         return list(found.participants) if found else []
+
+    def received(self, identity: str, room: str | None = None) -> list[ReceivedTrack]:
+        """What the server receives from each track ``identity`` publishes (in ``room`` if given), in order.
+
+        Per track: its source and kind, RTP packets, encoded frames, keyframes, when the last packet arrived and,
+        for audio, the level in dBFS. LookupError if there is no such participant.
+        """
+        return self.router.received(self.registry.find(identity, room))
 
     def _session(self, identity: str) -> Session:
         participant = self.registry.find(identity)

@@ -11,16 +11,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiohttp import WSMsgType, web
 from google.protobuf.message import DecodeError
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
-from ._media import MediaPeer
+from ._forward import Outlet, Source
+from ._media import CodecRefused, MediaPeer, OfferedSection
 from ._rooms import Participant, RoomRegistry, new_sid
+from ._router import MediaRouter
+from ._tables import TRACK_SOURCE_NAMES
 from ._wire import BadRequest, decode_request, encode_response
 
 __all__ = ["Session", "SessionConfig"]
@@ -29,6 +33,8 @@ logger = logging.getLogger("rtcstack.testing")
 
 SERVER_VERSION = "1.9.0"
 PROTOCOL_VERSION = 16
+_FORWARDED_VIDEO = ("", "vp8", "h264")
+"""Video codecs an AddTrackRequest may ask for (empty: the SDK's default, VP8)."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +101,16 @@ class Session:
         *,
         single_pc: bool,
         can_update_metadata: bool,
+        router: MediaRouter,
+        auto_subscribe: bool = True,
     ) -> None:
         self.registry = registry
         self.config = config
         self.participant = participant
         self.single_pc = single_pc
         self.can_update_metadata = can_update_metadata
+        self.router = router
+        self.auto_subscribe = auto_subscribe
         self.pings_paused = False
         self.closed = False
         self._channel: _Channel | None = None
@@ -111,6 +121,17 @@ class Session:
         self._refresher: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._drop_on_resume: str | None = None
+        self._adding: dict[str, pm.TrackInfo] = {}
+        """Tracks announced by AddTrackRequest whose media has not arrived yet, by client track id (cid)."""
+        self._inbound: dict[str, str] = {}
+        """mid -> track sid of what the client publishes."""
+        self._outlets: dict[str, Outlet] = {}
+        """track sid -> outlet of what the client is sent."""
+        self._answering_join = False
+        self._negotiation: asyncio.Handle | None = None
+        self._awaiting_answer = False
+        self._offer_again = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def finished(self) -> bool:
@@ -178,10 +199,17 @@ class Session:
             ),
         )
         self.send(pr.SignalResponse(join=response))
+        self._answering_join = True
+        if self.auto_subscribe:
+            for source in self.router.available(self.participant):
+                self.attach(source)
         if join.HasField("publisher_offer"):
             await self._answer(join.publisher_offer)
         if not self.single_pc:
             await self._offer_subscriber()
+        self._answering_join = False
+        if self.single_pc and self._publisher is not None and any(self._publisher.missing_sections()):
+            self._negotiate()
         if self.closed:  # replaced or removed while answering: close what was made after _shutdown looked
             await self._close_peers()
         elif self.config.token_refresh_interval is not None:
@@ -244,9 +272,18 @@ class Session:
                     break
                 try:
                     await self._handle(request)
+                except CodecRefused as exc:
+                    logger.info("%r: refused an offer: %s", self, exc)
+                    self._fail(pm.STATE_MISMATCH)
+                    break
                 except ValueError as exc:  # an SDP aiortc refuses: closed, as an undecodable frame is
                     logger.info("%r: refused a %s: %s; closing the socket", self, request.WhichOneof("message"), exc)
                     channel.finish()
+                    break
+                except Exception as exc:  # a bug of ours: this session ends, the server goes on
+                    kind = request.WhichOneof("message")
+                    logger.error("%r: %s handling %s: %s; closing the session", self, type(exc).__name__, kind, exc)
+                    self._fail(pm.UNKNOWN_REASON)
                     break
         finally:
             if self._channel is channel:
@@ -255,6 +292,11 @@ class Session:
                 if not self.closed:
                     self._start_departure()
             await channel.wait_closed()
+
+    def _fail(self, reason: pm.DisconnectReason) -> None:
+        """End this session with a final leave (no reconnect: the same request would fail again)."""
+        self.registry.kick(self.participant, pr.LeaveRequest(reason=reason, action=pr.LeaveRequest.DISCONNECT))
+        self.close(None)
 
     # -- requests -----------------------------------------------------------------------------------------------
 
@@ -274,6 +316,10 @@ class Session:
         elif kind == "answer":
             if self._subscriber is not None:
                 await self._subscriber.accept_answer(request.answer.sdp)
+                self._awaiting_answer = False
+                if self._offer_again:
+                    self._offer_again = False
+                    self._negotiate()
         elif kind == "trickle":
             target = self._subscriber if request.trickle.target == pr.SUBSCRIBER else self._publisher
             if target is not None:
@@ -290,6 +336,10 @@ class Session:
             self.close(None)
         elif kind == "simulate":
             self._simulate(request.simulate)
+        elif kind == "subscription":
+            self._update_subscription(request.subscription)
+        elif kind == "track_setting":
+            self._update_track_settings(request.track_setting)
         elif kind in ("store_data_blob_request", "get_data_blob_request"):
             request_id = getattr(request, kind).request_id
             self._respond(request_id, pr.RequestResponse.UNSUPPORTED_TYPE, "not supported by the loopback server")
@@ -339,6 +389,14 @@ class Session:
         self._respond(update.request_id, pr.RequestResponse.OK)
 
     def _add_track(self, add: pr.AddTrackRequest) -> None:
+        logger.debug("%r: add_track %s", self, str(add).replace("\n", " "))
+        refused = [c.codec for c in add.simulcast_codecs if c.codec.lower() not in _FORWARDED_VIDEO]
+        if add.type == pm.VIDEO and refused:
+            message = f"codec {refused[0]} is not supported by the loopback server (it forwards VP8, H264 and Opus)"
+            logger.info("%r: refused track %s: %s", self, add.cid, message)
+            refusal = pr.RequestResponse(reason=pr.RequestResponse.UNSUPPORTED_TYPE, message=message, add_track=add)
+            self.send(pr.SignalResponse(request_response=refusal))
+            return
         track = pm.TrackInfo(
             sid=add.sid or new_sid("TR"),
             type=add.type,
@@ -354,9 +412,55 @@ class Session:
             disable_red=add.disable_red,
             encryption=add.encryption,
             stream=add.stream,
+            audio_features=add.audio_features,
+            backup_codec_policy=add.backup_codec_policy,
+            packet_trailer_features=add.packet_trailer_features,
+            codecs=[
+                pm.SimulcastCodecInfo(mime_type=_mime(add.type, c.codec), cid=c.cid, layers=c.layers)
+                for c in add.simulcast_codecs
+            ],
         )
+        if add.simulcast_codecs and add.simulcast_codecs[0].codec:
+            track.mime_type = track.codecs[0].mime_type
+        elif add.type == pm.AUDIO:
+            track.mime_type = "audio/opus"  # what the server receives: it answers without RED
+        self._adding[add.cid] = track
         self.send(pr.SignalResponse(track_published=pr.TrackPublishedResponse(cid=add.cid, track=track)))
         self.registry.publish_track(self.participant, track)
+
+    def _update_subscription(self, update: pr.UpdateSubscription) -> None:
+        sids = list(update.track_sids)
+        for tracks in update.participant_tracks:
+            sids.extend(tracks.track_sids)
+        for sid in sids:
+            source = self.router.source(sid)
+            if update.subscribe and source is not None:
+                self.attach(source)
+            elif not update.subscribe:
+                self.detach(sid)
+
+    def _update_track_settings(self, settings: pr.UpdateTrackSettings) -> None:
+        """Enable / disable and pick the layer (by quality, or by the size the subscriber shows it at)."""
+        logger.debug("%r: track settings %s", self, str(settings).replace("\n", " "))
+        for sid in settings.track_sids:
+            outlet = self._outlets.get(sid)
+            if outlet is None:
+                continue
+            outlet.set_enabled(not settings.disabled and settings.quality != pm.OFF)
+            quality = settings.quality if settings.quality != pm.OFF else pm.HIGH
+            if settings.width:
+                layers = sorted(self._track_layers(sid), key=lambda layer: layer.quality)
+                wide = [layer.quality for layer in layers if layer.width >= settings.width]
+                quality = wide[0] if wide else (layers[-1].quality if layers else pm.HIGH)
+            outlet.set_quality(quality)
+
+    def _track_layers(self, track_sid: str) -> list[pm.VideoLayer]:
+        room = self.registry.room(self.participant.room)
+        for participant in room.participants.values() if room else ():
+            for track in participant.info.tracks:
+                if track.sid == track_sid:
+                    return list(track.layers)
+        return []
 
     # -- media --------------------------------------------------------------------------------------------------
 
@@ -367,22 +471,131 @@ class Session:
             label = "_lossy" if packet.kind == pm.DataPacket.LOSSY else "_reliable"
             peer.send_data(label, packet.SerializeToString())
 
+    def attach(self, source: Source) -> None:
+        """Send ``source`` to the client: on the subscriber connection (legacy) or the single one."""
+        if self.closed or source.closed or source.track_sid in self._outlets:
+            return
+        outlet = source.outlet(self.participant.identity)
+        self._outlets[source.track_sid] = outlet
+        stream_id = f"{source.owner_sid}|{source.track_sid}"
+        logger.debug("%r subscribes to %r", self, source)
+        if self.single_pc:
+            self._publisher_peer().queue_outlet(outlet, stream_id)
+        else:
+            self._subscriber_peer().send_outlet(outlet, stream_id)
+        self._negotiate()
+
+    def detach(self, track_sid: str) -> None:
+        """Stop sending the track ``track_sid`` to the client."""
+        outlet = self._outlets.pop(track_sid, None)
+        if outlet is None:
+            return
+        logger.debug("%r unsubscribes from %r", self, outlet.source)
+        outlet.source.drop(outlet)
+        peer = self._publisher if self.single_pc else self._subscriber
+        if peer is not None:
+            peer.remove_outlet(outlet)
+        self._negotiate()
+
+    def _negotiate(self) -> None:
+        """Renegotiate once the current burst of changes is over (a join in progress does it itself)."""
+        if self._answering_join or self.closed or self._negotiation is not None:
+            return
+        self._negotiation = asyncio.get_running_loop().call_soon(self._start_negotiation)
+
+    def _start_negotiation(self) -> None:
+        self._negotiation = None
+        if self.closed:
+            return
+        if self.single_pc:
+            # the client offers on the single connection: tell it how many more recvonly m-lines to add, which
+            # also makes it offer now (our answer binds the waiting outlets)
+            audios, videos = self._publisher_peer().missing_sections()
+            need = pr.MediaSectionsRequirement(num_audios=audios, num_videos=videos)
+            self.send(pr.SignalResponse(media_sections_requirement=need))
+        elif self._awaiting_answer:
+            self._offer_again = True
+        else:
+            self._spawn(self._offer_subscriber())
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("%r: %s in a negotiation: %s; closing the session", self, type(exc).__name__, exc)
+            if not self.closed:
+                self._fail(pm.UNKNOWN_REASON)
+
+    def _on_inbound(self, section: OfferedSection, mime_type: str) -> Source | None:
+        """The client started sending a track on ``section``: the source its media goes to, once it is announced."""
+        track = self._adding.pop(section.track_id, None)
+        if track is None:  # no cid match (an SDK that names tracks differently): the oldest of the same kind
+            track_type = pm.AUDIO if section.kind == "audio" else pm.VIDEO
+            cid = next((c for c, t in self._adding.items() if t.type == track_type), None)
+            track = self._adding.pop(cid) if cid is not None else None
+        if track is None:
+            logger.debug("%r: media on mid %s for no announced track", self, section.mid)
+            return None
+        self._inbound[section.mid] = track.sid
+        for published in self.participant.info.tracks:  # the announced copy: announced again once published
+            if published.sid == track.sid:
+                published.mime_type = mime_type
+                published.mid = section.mid
+        kind: Literal["audio", "video"] = "audio" if section.kind == "audio" else "video"
+        source = Source(track.sid, self.participant.sid, kind, TRACK_SOURCE_NAMES.get(track.source, "unknown"))
+        source.mime_type = mime_type
+        asyncio.get_running_loop().call_soon(self._publish_source, source)
+        return source
+
+    def _publish_source(self, source: Source) -> None:
+        if not self.closed and not source.closed:
+            self.registry.update(self.participant)  # announces the track's codec and mid, now known
+            self.router.publish(self.participant, source)
+
+    def _on_inbound_ended(self, mid: str) -> None:
+        """The client stopped sending on ``mid``: it unpublished that track."""
+        track_sid = self._inbound.pop(mid, None)
+        if track_sid is None:
+            return
+        self.router.unpublish(track_sid)
+        if self.registry.unpublish_track(self.participant, track_sid):
+            self.send(pr.SignalResponse(track_unpublished=pr.TrackUnpublishedResponse(track_sid=track_sid)))
+
     async def _answer(self, offer: pr.SessionDescription) -> None:
-        if self._publisher is None:
-            self._publisher = self._new_peer("publisher", primary=self.single_pc)
-        sdp = await self._publisher.answer(offer.sdp)
-        self.send(pr.SignalResponse(answer=pr.SessionDescription(type="answer", sdp=sdp, id=offer.id)))
+        sdp, mids = await self._publisher_peer().answer(offer.sdp)
+        answer = pr.SessionDescription(type="answer", sdp=sdp, id=offer.id, mid_to_track_id=mids)
+        self.send(pr.SignalResponse(answer=answer))
 
     async def _offer_subscriber(self) -> None:
+        self._awaiting_answer = True
+        sdp = await self._subscriber_peer().offer()
+        self.send(pr.SignalResponse(offer=pr.SessionDescription(type="offer", sdp=sdp)))
+
+    def _publisher_peer(self) -> MediaPeer:
+        if self._publisher is None:
+            self._publisher = self._new_peer("publisher", primary=self.single_pc)
+        return self._publisher
+
+    def _subscriber_peer(self) -> MediaPeer:
         if self._subscriber is None:
             self._subscriber = self._new_peer("subscriber", primary=True)
-        sdp = await self._subscriber.offer()
-        self.send(pr.SignalResponse(offer=pr.SessionDescription(type="offer", sdp=sdp)))
+        return self._subscriber
 
     def _new_peer(self, role: str, *, primary: bool) -> MediaPeer:
         on_connected = self._on_primary_connected if primary else None
-        on_data = self._relay_data if role == "publisher" else None
-        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected, on_data=on_data)
+        if role == "publisher":
+            return MediaPeer(
+                f"{self.participant.identity}/{role}",
+                on_connected=on_connected,
+                on_data=self._relay_data,
+                on_inbound=self._on_inbound,
+                on_inbound_ended=self._on_inbound_ended,
+            )
+        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
 
     def _relay_data(self, raw: bytes) -> None:
         """A user packet the client published: stamp the sender, as LiveKit does, and deliver it to the room."""
@@ -426,6 +639,16 @@ class Session:
     async def _shutdown(self, channel: _Channel | None) -> None:
         for timer in self._timers:
             timer.cancel()
+        if self._negotiation is not None:
+            self._negotiation.cancel()
+        for outlet in self._outlets.values():
+            outlet.source.drop(outlet)
+        self._outlets.clear()
+        for track_sid in self._inbound.values():
+            self.router.unpublish(track_sid)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -444,3 +667,10 @@ class Session:
         self.close(leave)
         if self._closing is not None:
             await asyncio.shield(self._closing)
+
+
+def _mime(kind: pm.TrackType, codec: str) -> str:
+    """LiveKit's mime type for an AddTrackRequest codec name (``vp8`` -> ``video/VP8``, ``opus`` -> ``audio/opus``)."""
+    if kind == pm.AUDIO:
+        return f"audio/{codec.lower()}"
+    return f"video/{codec.upper()}"

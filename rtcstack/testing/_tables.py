@@ -7,7 +7,16 @@ from typing import Final
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
-__all__ = ["CONNECTION_QUALITIES", "DISCONNECT_REASONS", "LEAVE_ACTIONS", "PARTICIPANT_KINDS", "QUALITY_SCORES"]
+from .._vocab import TrackSourceName
+
+__all__ = [
+    "CONNECTION_QUALITIES",
+    "DISCONNECT_REASONS",
+    "LEAVE_ACTIONS",
+    "PARTICIPANT_KINDS",
+    "QUALITY_SCORES",
+    "TRACK_SOURCE_NAMES",
+]
 
 DISCONNECT_REASONS: Final[dict[str, pm.DisconnectReason]] = {
     "client_initiated": pm.CLIENT_INITIATED,
@@ -58,3 +67,12 @@ PARTICIPANT_KINDS: Final[dict[str, pm.ParticipantInfo.Kind]] = {
     "bridge": pm.ParticipantInfo.BRIDGE,
 }
 """Participant kinds (the JWT ``kind`` claim and ``add_participant(kind=)``) -> ParticipantInfo.Kind."""
+
+TRACK_SOURCE_NAMES: Final[dict[int, TrackSourceName]] = {
+    pm.TrackSource.UNKNOWN: "unknown",
+    pm.TrackSource.CAMERA: "camera",
+    pm.TrackSource.MICROPHONE: "microphone",
+    pm.TrackSource.SCREEN_SHARE: "screen_share",
+    pm.TrackSource.SCREEN_SHARE_AUDIO: "screen_share_audio",
+}
+"""TrackInfo.source -> our track source names (`ReceivedTrack.source`, `add_participant` media)."""

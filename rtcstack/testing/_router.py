@@ -1,0 +1,94 @@
+"""Who receives which published track: the subscription bookkeeping of the loopback SFU.
+
+A `Source` is registered when its publisher's media arrives; subscribers (sessions, through the `Subscriber`
+protocol) are offered it by auto-subscribe or by request, and lose it on unsubscribe, unpublish or when the
+publisher leaves. No media passes through here; outlets and peer connections are the subscribers' business.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+from ._forward import ReceivedTrack, Source
+from ._rooms import Participant, RoomRegistry
+
+__all__ = ["MediaRouter", "Subscriber"]
+
+logger = logging.getLogger("rtcstack.testing")
+
+
+@runtime_checkable
+class Subscriber(Protocol):
+    """A participant's media sink (a session); ``auto_subscribe`` comes from its join request."""
+
+    auto_subscribe: bool
+
+    def attach(self, source: Source) -> None:
+        """Start sending ``source`` to the client (idempotent)."""
+
+    def detach(self, track_sid: str) -> None:
+        """Stop sending the track ``track_sid`` to the client (nothing if it was not sent)."""
+
+
+class MediaRouter:
+    """All published sources of one server, by track sid, with their publishers."""
+
+    def __init__(self, registry: RoomRegistry) -> None:
+        self._registry = registry
+        self._sources: dict[str, tuple[Participant, Source]] = {}
+
+    def source(self, track_sid: str) -> Source | None:
+        entry = self._sources.get(track_sid)
+        return entry[1] if entry else None
+
+    def publish(self, publisher: Participant, source: Source) -> None:
+        """Register ``source`` and offer it to everyone in the room who auto-subscribes."""
+        self._sources[source.track_sid] = (publisher, source)
+        logger.debug("%s publishes %r", publisher.identity, source)
+        for subscriber in self._subscribers(publisher.room, exclude=publisher):
+            if subscriber.auto_subscribe:
+                subscriber.attach(source)
+
+    def unpublish(self, track_sid: str) -> None:
+        """Withdraw a source from its subscribers and end it (nothing if there is no such source)."""
+        entry = self._sources.pop(track_sid, None)
+        if entry is None:
+            return
+        publisher, source = entry
+        logger.debug("%s unpublished %r", publisher.identity, source)
+        for subscriber in self._subscribers(publisher.room, exclude=publisher):
+            subscriber.detach(track_sid)
+        source.close()
+
+    def left(self, participant: Participant) -> None:
+        """``participant`` left its room: its tracks go with it."""
+        for track_sid in [sid for sid, (owner, _) in self._sources.items() if owner is participant]:
+            self.unpublish(track_sid)
+
+    def available(self, subscriber: Participant) -> list[Source]:
+        """The sources of the others in ``subscriber``'s room."""
+        return [
+            source
+            for owner, source in self._sources.values()
+            if owner.room == subscriber.room and owner is not subscriber and self._present(owner)
+        ]
+
+    def received(self, participant: Participant) -> list[ReceivedTrack]:
+        """What the server receives from each track ``participant`` publishes, in publishing order."""
+        return [source.stats() for owner, source in self._sources.values() if owner is participant]
+
+    def _present(self, participant: Participant) -> bool:
+        return self._registry.participant(participant.room, participant.identity) is participant
+
+    def _subscribers(self, room: str, exclude: Participant) -> Iterable[Subscriber]:
+        found = self._registry.room(room)
+        if found is None:
+            return []
+        subscribers: list[Subscriber] = []
+        for participant in found.participants.values():
+            sink: object = participant.sink  # a session, or another Sink that takes no media
+            if participant is not exclude and isinstance(sink, Subscriber):
+                subscribers.append(sink)
+        return subscribers
