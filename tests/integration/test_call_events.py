@@ -108,6 +108,40 @@ async def test_remote_track_muted_and_unmuted(server: LoopbackServer, make_call:
     assert not alice.participants[0].tracks[0].muted
 
 
+async def test_remote_track_unpublished(make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+
+    async def play() -> None:  # the server sees an unpublish as the end of the track's media: send some
+        frame = rtc.AudioFrame.create(48000, 1, 480)
+        while True:
+            await source.capture_frame(frame)
+
+    subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    alice.room.on("track_subscribed", lambda *_: subscribed.done() or subscribed.set_result(None))
+    published = expect(alice, "track_published")
+    publication = await bob.room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    player = asyncio.ensure_future(play())
+    try:
+        await published
+        await within("alice subscribing to bob's track (its media flowing)", subscribed)
+        unpublished = expect(alice, "track_unpublished")
+        await bob.room.local_participant.unpublish_track(publication.sid)
+        event = await unpublished
+    finally:
+        player.cancel()
+        await asyncio.gather(player, return_exceptions=True)
+        await source.aclose()
+    assert event.participant is not None and event.participant.identity == "bob" and event.participant.tracks == []
+    assert event.track is not None and event.track.sid == publication.sid and event.track.kind == "audio"
+    assert alice.participants[0].tracks == []
+
+
 async def test_local_track_published(make_call: CallFactory) -> None:
     alice = make_call("alice")
     await alice.connect()
