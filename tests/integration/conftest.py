@@ -127,7 +127,7 @@ class Gate:
 
     `arrived` is set when a signal connect reached the server; `served` when one was upgraded and has ended (the
     handler of a signal websocket returns when its session does). A held connect whose client gave up meanwhile
-    (`abandoned`) is answered 503 on release instead of being served.
+    (`abandoned`, or its socket closed) is answered 503 on release instead of being served.
     """
 
     def __init__(self, hold: int, *, abandoned: bool) -> None:
@@ -144,7 +144,8 @@ class Gate:
         self.arrived.set()
         if self.count <= self.hold:
             await self.release.wait()
-            if self.abandoned:
+            transport = request.transport
+            if self.abandoned or transport is None or transport.is_closing():  # its client gave up on it
                 return web.Response(status=503, text="held by the test")
         response = await handler(request)
         if isinstance(response, web.WebSocketResponse):
@@ -159,7 +160,8 @@ async def gated() -> AsyncIterator[Gated]:
     started: list[tuple[LoopbackServer, Gate]] = []
 
     async def start(hold: int, *, abandoned: bool = False) -> tuple[LoopbackServer, Gate]:
-        server, gate = LoopbackServer(), Gate(hold, abandoned=abandoned)
+        server = LoopbackServer(ping_interval=1, ping_timeout=15, departure_timeout=5.0)  # as the `server` fixture
+        gate = Gate(hold, abandoned=abandoned)
         app = server.build_app()
         app.middlewares.append(gate.middleware)
         await server.start(app)
