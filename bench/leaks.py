@@ -2,8 +2,9 @@
 
 `python -m bench.leaks [--cycles 200] [--cancels 50] [--seed 1]`, or `scripts/leaks` (which runs it inside a private
 network namespace: libwebrtc ignores ``lo``). It counts asyncio tasks, Python threads, native threads, open file
-descriptors and livekit FFI handles once after a warm-up cycle (the baseline) and again after the run, once the
-server has seen every client leave; it prints both and exits 1 if any figure grew.
+descriptors and livekit FFI handles once after a warm-up cycle (the baseline, once they hold still) and again after
+the run, once the server has seen every client leave; it prints both and exits 1 if any figure grew or the baseline
+never settled.
 """
 
 from __future__ import annotations
@@ -68,10 +69,18 @@ class Report:
     after: Resources
     cycles: int
     cancels: int
+    baseline_settled: bool = True
+    """False when the figures never held still before the run: then no comparison with them is to be trusted."""
 
     @property
     def grew(self) -> list[str]:
         return self.after.grew(self.baseline)
+
+    @property
+    def problems(self) -> list[str]:
+        """What fails the check: the figures that grew, and a baseline that never settled."""
+        unsettled = [] if self.baseline_settled else ["the baseline never settled"]
+        return unsettled + [f"{name} grew" for name in self.grew]
 
 
 async def _cycle(server: LoopbackServer, call: Call | None, identity: str) -> None:
@@ -129,17 +138,20 @@ async def black_hole() -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-async def quiet(server: LoopbackServer, timeout: float, steady: int = 10) -> Resources:
-    """The figures once nobody is left on the server and ``steady`` polls in a row (0.1 s apart) agree, or at
-    ``timeout`` s: the baseline, with nothing of the warm-up still closing."""
+async def quiet(server: LoopbackServer, timeout: float, steady: int = 10) -> tuple[Resources, bool]:
+    """The figures once nobody is left on the server and ``steady`` polls in a row (0.1 s apart) agree: the
+    baseline, with nothing of the warm-up still closing. At ``timeout`` s the last figures, and False: a baseline
+    that never settled (compared against, it could hide a leak or show one that is not there)."""
     deadline = time.monotonic() + timeout
     last, same = measure(), 0
-    while same < steady and time.monotonic() < deadline:
+    while same < steady:
+        if time.monotonic() >= deadline:
+            return last, False
         await asyncio.sleep(0.1)
         now = measure()
         same = same + 1 if now == last and not server.participants(ROOM) else 0
         last = now
-    return last
+    return last, True
 
 
 async def settle(server: LoopbackServer, baseline: Resources, timeout: float) -> Resources:
@@ -173,7 +185,7 @@ async def run(
         await _cycle(server, kept, "kept")
         await _cycle(server, None, "warmup")
         await _interrupted(server, hole, "warmup-interrupted", random.Random(seed), flavour="cancel")
-        baseline = await quiet(server, settle_timeout)
+        baseline, settled = await quiet(server, settle_timeout)
         for i in range(cycles):
             await _cycle(server, kept if i % 2 else None, f"cycle-{i % 4}")
             if progress is not None and (i + 1) % 50 == 0:
@@ -186,6 +198,7 @@ async def run(
         after=after,
         cycles=cycles,
         cancels=cancels,
+        baseline_settled=settled,
     )
 
 
@@ -197,6 +210,7 @@ def render(report: Report) -> str:
         f"{'baseline':10}" + "".join(f"{value:>16}" for value in astuple(report.baseline)),
         f"{'after':10}" + "".join(f"{value:>16}" for value in astuple(report.after)),
         "no growth" if not report.grew else f"GREW: {', '.join(report.grew)}",
+        *([] if report.baseline_settled else ["FAILED: the baseline never settled (figures still moving)"]),
     ]
     return "\n".join(lines)
 
@@ -220,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = asyncio.run(_main(args))
     print(render(report))
-    return 1 if report.grew else 0
+    return 1 if report.problems else 0
 
 
 if __name__ == "__main__":

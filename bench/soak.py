@@ -10,10 +10,14 @@ network namespace: libwebrtc ignores ``lo``). Faults, at random moments and on r
 - quality churn, synthetic participants joining and leaving, and token churn: short TTLs, a refresher that now and
   then fails for a few seconds, and no token pushes from the server (``token_refresh=False``).
 
+Every kind of fault is injected once first (the refused resumes, which take longest, at the start), then at
+random by weight.
+
 Checked: each call's events keep the machine's invariants (`Invariants`); each transient fault ends in
 ``reconnected`` within `recovery_bound` (a policy invariant: the SDK's own resume budget, the policy's ``timeout``,
-its last delay and one connect; a fault that ends a call instead is a violation); and once things settle, the
-roster each call sees is the server's (``server.participants(room)``, without the call itself). Prints the faults
+its last delay and one connect; a fault that ends a call instead is a violation); no reconnect begins without a
+fault behind it (``unprovoked_episodes``); every kind of fault was injected; and once things settle, the roster
+each call sees is the server's (``server.participants(room)``, without the call itself). Prints the faults
 injected, the recoveries, the worst recovery time and the violations (exit status 1 if there is any).
 """
 
@@ -159,6 +163,8 @@ class Report:
 
 
 RECOVERABLE = ("drop_signal", "leave_transient", "leave_resume", "leave_reconnect", "refused_rejoin", "refused_resume")
+REFUSALS = ("refused_rejoin", "refused_resume")
+"""Faults that refuse one call's joins: one at a time (`refuse_joins` holds one refusal)."""
 WEIGHTS: dict[str, float] = {
     "drop_signal": 3,
     "leave_transient": 2,
@@ -198,6 +204,10 @@ class Soak:
         self.refusing: Member | None = None
         self.bots: list[str] = []
         self.bot_count = 0
+        rest = [kind for kind in WEIGHTS if kind != "refused_resume"]
+        self.rng.shuffle(rest)
+        self.schedule = ["refused_resume", *rest]
+        """Kinds injected once each before the random ones, in this order (one refusal at a time)."""
         self._watchers: list[asyncio.Task[None]] = []
         for i in range(calls):
             identity = f"call-{i}"
@@ -265,11 +275,19 @@ class Soak:
     def _idle(self) -> list[Member]:
         return [m for m in self.members if m.fault is None and m.call.connection_state == "connected"]
 
-    async def _inject(self) -> None:
+    def _next_kind(self) -> str:
+        """The first kind of the schedule not injected yet (and possible now), else one drawn by weight."""
+        for kind in self.schedule:
+            if not self.report.faults[kind] and not (kind in REFUSALS and self.refusing is not None):
+                return kind
         kinds = list(WEIGHTS)
         kind = self.rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
-        if kind in ("refused_rejoin", "refused_resume") and self.refusing is not None:
+        if kind in REFUSALS and self.refusing is not None:
             kind = "drop_signal"
+        return kind
+
+    async def _inject(self) -> None:
+        kind = self._next_kind()
         if kind == "quality":
             target = self.rng.choice(self.members)
             with contextlib.suppress(LookupError):
@@ -412,6 +430,10 @@ class Soak:
             self.report.violations += member.invariants.violations
             if member.call.disconnect_reason != "client_initiated" or member.invariants.in_session:
                 self._violation(f"{member.identity}: ended {member.call.disconnect_reason}, not client_initiated")
+        if self.report.unprovoked_episodes:
+            self._violation(f"{self.report.unprovoked_episodes} reconnect episodes began with no fault behind them")
+        if missing := [kind for kind in WEIGHTS if not self.report.faults[kind]]:
+            self._violation(f"fault kinds never injected: {', '.join(missing)}")
 
 
 async def soak(

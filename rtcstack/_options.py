@@ -96,8 +96,9 @@ class ReconnectPolicy(_Options):
     def next_delay(self, attempt: int, elapsed: float, cause: DisconnectReason) -> float | None:
         """Seconds to wait before rejoin number ``attempt`` (1-based), or None to give up.
 
-        ``elapsed`` is the time in seconds since the reconnect episode began, ``cause`` the reason of the
-        disconnect that started it (unused here; available to subclasses). Gives up when ``attempt`` exceeds
+        ``elapsed`` is the time in seconds since the reconnect episode began, ``cause`` the reason of the failure
+        that asks for this rejoin: the disconnect that began the episode for the first, then the failed rejoin's
+        (e.g. ``"join_failure"``); unused here, available to subclasses. Gives up when ``attempt`` exceeds
         ``max_attempts`` or ``elapsed`` reached ``timeout``.
         """
         if self.max_attempts is not None and attempt > self.max_attempts:

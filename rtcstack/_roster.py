@@ -27,6 +27,12 @@ def _differs(old: Participant, new: Participant) -> bool:
     )
 
 
+def _in_join_order(participants: Iterable[Participant]) -> list[Participant]:
+    """By ``joined_at`` (unknown last), ties in the given order: the SDK's own order of a Room's participants is
+    not their join order."""
+    return sorted(participants, key=lambda p: (p.joined_at is None, p.joined_at.timestamp() if p.joined_at else 0.0))
+
+
 class Roster:
     """Remote participants by identity, in join order."""
 
@@ -51,7 +57,7 @@ class Roster:
 
     def seed(self, participants: Iterable[Participant]) -> None:
         """Start from the participants already in the room at connect (no events: they did not just join)."""
-        self._by_identity = {p.identity: p for p in participants}
+        self._by_identity = {p.identity: p for p in _in_join_order(participants)}
         self._held = False
 
     def join(self, participant: Participant) -> list[Emit]:
@@ -90,7 +96,7 @@ class Roster:
         """Adopt `current` (the Room's participants now) and return the real joins, leaves and updates."""
         self._held = False
         before = self._by_identity
-        now = {p.identity: p for p in current}
+        now = {p.identity: p for p in _in_join_order(current)}
         out: list[Emit] = [Emit("participant_left", (p,)) for i, p in before.items() if i not in now]
         merged: dict[str, Participant] = {}
         for identity, old in before.items():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from aiohttp import web
 from livekit import rtc
 
 from rtcstack.testing import LoopbackServer
@@ -63,7 +64,10 @@ class Client:
                 self._changed.clear()
                 await self._changed.wait()
 
-        await asyncio.wait_for(scan(), timeout)
+        try:
+            await asyncio.wait_for(scan(), timeout)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{self.identity}: {name} was not emitted {count} times within {timeout:g} s")
 
     async def wait_for(
         self, name: str, predicate: Callable[..., bool] = lambda *args: True, timeout: float = WAIT
@@ -80,10 +84,14 @@ class Client:
                 self._changed.clear()
                 await self._changed.wait()
 
-        return await asyncio.wait_for(scan(), timeout)
+        try:
+            return await asyncio.wait_for(scan(), timeout)
+        except asyncio.TimeoutError:
+            pytest.fail(f"{self.identity}: no {name} event (as expected) within {timeout:g} s; saw {self.names()}")
 
 
 Connect = Callable[..., Awaitable[Client]]
+Gated = Callable[..., Awaitable[tuple[LoopbackServer, "Gate"]]]
 
 
 @pytest.fixture
@@ -112,3 +120,55 @@ async def connect(server: LoopbackServer) -> AsyncIterator[Connect]:
 
     yield _connect
     await asyncio.gather(*(c.room.disconnect() for c in clients))
+
+
+class Gate:
+    """An aiohttp middleware for LoopbackServer that holds the first `hold` signal connects until `release`.
+
+    `arrived` is set when a signal connect reached the server; `served` when one was upgraded and has ended (the
+    handler of a signal websocket returns when its session does). A held connect whose client gave up meanwhile
+    (`abandoned`, or its socket closed) is answered 503 on release instead of being served.
+    """
+
+    def __init__(self, hold: int, *, abandoned: bool) -> None:
+        self.hold, self.abandoned = hold, abandoned
+        self.arrived, self.release, self.served = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.count = 0
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path not in ("/rtc", "/rtc/v1"):
+            response: web.StreamResponse = await handler(request)
+            return response
+        self.count += 1
+        self.arrived.set()
+        if self.count <= self.hold:
+            await self.release.wait()
+            transport = request.transport
+            if self.abandoned or transport is None or transport.is_closing():  # its client gave up on it
+                return web.Response(status=503, text="held by the test")
+        response = await handler(request)
+        if isinstance(response, web.WebSocketResponse):
+            self.served.set()
+        return response
+
+
+@pytest.fixture
+async def gated() -> AsyncIterator[Gated]:
+    """``await gated(hold, abandoned=...)``: a started LoopbackServer whose first `hold` signal connects wait at a
+    `Gate`; the gate is released and the server closed at teardown."""
+    started: list[tuple[LoopbackServer, Gate]] = []
+
+    async def start(hold: int, *, abandoned: bool = False) -> tuple[LoopbackServer, Gate]:
+        server = LoopbackServer(ping_interval=1, ping_timeout=15, departure_timeout=5.0)  # as the `server` fixture
+        gate = Gate(hold, abandoned=abandoned)
+        app = server.build_app()
+        app.middlewares.append(gate.middleware)
+        await server.start(app)
+        started.append((server, gate))
+        return server, gate
+
+    yield start
+    for server, gate in started:
+        gate.release.set()
+        await server.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 from livekit import rtc
@@ -13,7 +13,6 @@ from livekit import rtc
 from rtcstack import (
     Call,
     CallEvent,
-    CallOptions,
     ConnectError,
     ConnectTimeoutError,
     InvalidStateError,
@@ -22,7 +21,11 @@ from rtcstack import (
 from rtcstack._tokens import decode_token
 from rtcstack.testing import LoopbackServer
 
+if TYPE_CHECKING:
+    from conftest import Gated
+
 WAIT = 15.0
+_T = TypeVar("_T")
 
 CallFactory = Callable[..., Call]
 
@@ -68,12 +71,40 @@ def names(events: list[CallEvent], *only: str) -> list[str]:
     return [e.name for e in events if not only or e.name in only]
 
 
-async def until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> _T:
+    """Await `awaitable`, failing with "`what` did not happen" after `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"{what} did not happen within {timeout:g} s")
+
+
+async def until(predicate: Callable[[], bool], what: str = "", timeout: float = WAIT) -> None:
+    """Poll `predicate` (server-side state and snapshots have no event to wait on) until it holds."""
+
     async def poll() -> None:
         while not predicate():  # noqa: ASYNC110  (server-side state has no event to wait on)
             await asyncio.sleep(0.02)
 
-    await asyncio.wait_for(poll(), timeout)
+    await within(what or f"the condition of line {predicate.__code__.co_firstlineno}", poll(), timeout)
+
+
+async def flushed(server: LoopbackServer, call: Call) -> None:
+    """Everything the server sent `call` before now has been handled: a quality update sent now came through."""
+    assert call.local_participant is not None
+    identity = call.local_participant.identity
+    seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def mark(participant: Any, quality: str) -> None:
+        if participant.identity == identity and quality == "good" and not seen.done():
+            seen.set_result(None)
+
+    call.on("connection_quality_changed", mark)
+    try:
+        await server.set_connection_quality(identity, "good")
+        await within(f"a quality update reaching {identity}", seen)
+    finally:
+        call.off("connection_quality_changed", mark)
 
 
 async def test_connect_and_disconnect(server: LoopbackServer, make_call: CallFactory) -> None:
@@ -198,7 +229,8 @@ async def test_full_restart_has_no_roster_churn(server: LoopbackServer, make_cal
     reconnected = expect(alice, "reconnected")
     await server.leave("alice", reason="unknown", action="reconnect")
     await reconnected
-    await asyncio.sleep(0.5)  # let any late re-announcement arrive: it must not show as churn
+    await flushed(server, alice)  # any late re-announcement came before this: it must not show as churn
+    await until(lambda: alice._pending_leaves == {}, "the leaves the SDK reported during the restart being decided")
     assert names(events, "reconnecting", "reconnected") == ["reconnecting", "reconnected"]
     assert names(events, "participant_joined", "participant_left") == []
     assert [p.identity for p in alice.participants] == ["bob"]
@@ -242,29 +274,35 @@ async def test_timed_out_connect_closes_the_room(server: LoopbackServer) -> None
         await black_hole.wait_closed()
 
 
-async def test_cancelled_connect_closes_the_room(server: LoopbackServer, make_call: CallFactory) -> None:
-    call = make_call("alice")
+async def test_cancelled_connect_closes_the_room(gated: Gated) -> None:
+    server, gate = await gated(1)
+    call = create_call(server.url, server.token("alice", room="demo"))
     task = asyncio.ensure_future(call.connect())
-    await asyncio.sleep(0.01)
+    await within("the join reaching the server", gate.arrived.wait())
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert call.disconnect_reason == "cancelled"
+    gate.release.set()
     await call.disconnect()
-    await until(lambda: server.participants("demo") == [])
+    await until(lambda: server.participants("demo") == [], "alice leaving the server")
     assert not call.room.isconnected()
 
 
-async def test_disconnect_while_connecting(server: LoopbackServer, make_call: CallFactory) -> None:
-    call = make_call("alice")
+async def test_disconnect_while_connecting(gated: Gated) -> None:
+    server, gate = await gated(1)
+    call = create_call(server.url, server.token("alice", room="demo"))
     task = asyncio.ensure_future(call.connect())
-    await asyncio.sleep(0.01)
-    await call.disconnect()
+    await within("the join reaching the server", gate.arrived.wait())
+    disconnecting = asyncio.ensure_future(call.disconnect())
     with pytest.raises(ConnectError) as info:
-        await task
+        await within("connect() ending", task)
     assert info.value.reason == "client_initiated"
     assert call.disconnect_reason == "client_initiated"
-    await until(lambda: server.participants("demo") == [])
+    gate.release.set()
+    await within("disconnect() returning", disconnecting)
+    await until(lambda: server.participants("demo") == [], "alice leaving the server")
+    assert not call.room.isconnected()
 
 
 async def test_bad_token_is_auth_rejected(server: LoopbackServer) -> None:
@@ -297,7 +335,7 @@ async def test_raising_and_async_handlers(
     call.on("connected", slow)
     call.on("connected", lambda: order.append("sync"))
     await call.connect()
-    await asyncio.wait_for(done.wait(), WAIT)
+    await within("the async handler finishing", done.wait())
     assert order == ["sync", "async"]
     assert call.connection_state == "connected"
     assert any(r.name == "rtcstack" and r.exc_info and "handler bug" in str(r.exc_info[1]) for r in caplog.records)
@@ -331,5 +369,14 @@ async def test_data_and_tracks_from_a_remote(server: LoopbackServer, make_call: 
     assert event.participant is not None and event.participant.identity == "bob"
     assert event.track is not None and event.track.kind == "audio" and event.track.source == "microphone"
     await until(lambda: len(alice.participants[0].tracks) == 1)
-    options = CallOptions()
-    assert options.auto_subscribe
+
+    received = expect(alice, "data_received")
+    await bob.room.local_participant.publish_data(b"hello alice", topic="chat")
+    data = await received
+    assert (data.data, data.topic) == (b"hello alice", "chat")
+    assert data.participant is not None and data.participant.identity == "bob" and data.participant.tracks
+    received = expect(alice, "data_received")
+    await bob.room.local_participant.publish_data("no topic")
+    data = await received
+    assert (data.data, data.topic) == (b"no topic", None)
+    assert data.participant is not None and data.participant.identity == "bob"

@@ -16,7 +16,7 @@ import socket
 import struct
 import sys
 import termios
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import jwt
 import pytest
@@ -101,11 +101,14 @@ def credentials(server: LoopbackServer) -> dict[str, str]:
     return cli_env(LIVEKIT_API_KEY=server.api_key, LIVEKIT_API_SECRET=server.api_secret)
 
 
-def free_port() -> int:
+@pytest.fixture
+def unreachable_port() -> Iterator[int]:
+    """A port bound for the test's duration but not listening: connects to it are refused, and nothing else can
+    take it meanwhile (a port closed and reused could be)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
-        return port
+        yield port
 
 
 # -- token --------------------------------------------------------------------------------------------------------
@@ -236,11 +239,9 @@ async def test_watch_ctrl_c_disconnects_cleanly(server: LoopbackServer, cli: Sta
     await observer.disconnect()
 
 
-async def test_watch_fails_in_one_line_when_the_server_is_unreachable(
-    cli: Start,
-) -> None:
+async def test_watch_fails_in_one_line_when_the_server_is_unreachable(cli: Start, unreachable_port: int) -> None:
     env = cli_env(LIVEKIT_API_KEY="devkey", LIVEKIT_API_SECRET="x" * 32)
-    watch = await cli("watch", f"ws://127.0.0.1:{free_port()}", "--room", "r", "--identity", "i", env=env)
+    watch = await cli("watch", f"ws://127.0.0.1:{unreachable_port}", "--room", "r", "--identity", "i", env=env)
     status, _, err = await watch.finish()
     assert status == 1
     assert err.count(b"\n") == 1

@@ -14,10 +14,14 @@ import pytest
 from aiohttp import web
 from livekit import rtc
 
+from rtcstack import Call, create_call
 from rtcstack.testing import LoopbackServer
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WAIT = 15.0
+STAY = 60.0
+"""How long an example stays in its call unless it ends: far more than any wait here, so an example that
+returns did so because its call ended."""
 
 
 def load(name: str) -> ModuleType:
@@ -45,7 +49,10 @@ class Output:
                 await asyncio.sleep(0.02)
             return self.text
 
-        return await asyncio.wait_for(poll(), WAIT)
+        try:
+            return await asyncio.wait_for(poll(), WAIT)
+        except asyncio.TimeoutError:
+            pytest.fail(f"the example did not print what was expected within {WAIT} s; it printed {self.text!r}")
 
 
 @pytest.fixture
@@ -53,29 +60,54 @@ def out(capsys: pytest.CaptureFixture[str]) -> Output:
     return Output(capsys)
 
 
-@pytest.fixture
-async def run_example() -> AsyncIterator[Callable[..., asyncio.Task[Any]]]:
-    tasks: list[asyncio.Task[Any]] = []
+class Example:
+    """One example's `main` running as a task, with the call it made (its `create_call` is wrapped to keep it)."""
 
-    def start(name: str, *args: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(load(name).main(*args, stay=WAIT))
-        tasks.append(task)
-        return task
+    def __init__(self, name: str, *args: Any) -> None:
+        module = load(name)
+        self.calls: list[Call] = []
+
+        def keep(*call_args: Any, **kw: Any) -> Call:
+            call: Call = create_call(*call_args, **kw)
+            self.calls.append(call)
+            return call
+
+        module.create_call = keep
+        self.task: asyncio.Task[Any] = asyncio.ensure_future(module.main(*args, stay=STAY))
+
+    async def ended(self) -> str | None:
+        """Wait for the example to return (well before its STAY runs out) and give why its call ended."""
+        try:
+            await asyncio.wait_for(self.task, WAIT)
+        except asyncio.TimeoutError:
+            pytest.fail(f"the example did not end within {WAIT} s")
+        assert len(self.calls) == 1
+        return self.calls[0].disconnect_reason
+
+
+@pytest.fixture
+async def run_example() -> AsyncIterator[Callable[..., Example]]:
+    examples: list[Example] = []
+
+    def start(name: str, *args: Any) -> Example:
+        example = Example(name, *args)
+        examples.append(example)
+        return example
 
     yield start
-    for task in tasks:
-        if not task.done():
-            task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    for example in examples:
+        if not example.task.done():
+            example.task.cancel()
+    await asyncio.gather(*(e.task for e in examples), return_exceptions=True)
 
 
 async def test_reconnect_banner(server: LoopbackServer, run_example: Any, out: Output) -> None:
-    task = run_example("reconnect_banner", server.url, server.token("viewer", room="demo"))
+    example = run_example("reconnect_banner", server.url, server.token("viewer", room="demo"))
     await out.wait_for(lambda text: "connected to viewer" in text)
     await server.drop_signal("viewer")
     await out.wait_for(lambda text: "[ok] back online" in text)
     await server.delete_room("demo")
-    await asyncio.wait_for(task, WAIT)
+    assert await example.ended() == "room_deleted"
     text = out.read()
     assert "reconnecting (attempt 1)" in text
     assert text.index("reconnecting (attempt 1)") < text.index("[ok] back online")
@@ -99,10 +131,10 @@ async def test_http_refresher(server: LoopbackServer, run_example: Any, out: Out
     port = runner.addresses[0][1]
     try:
         first = server.token("viewer", room="demo", ttl=62)  # enters the 60 s refresh margin 2 s after joining
-        task = run_example("http_refresher", server.url, first, f"http://127.0.0.1:{port}/livekit-token")
+        example = run_example("http_refresher", server.url, first, f"http://127.0.0.1:{port}/livekit-token")
         await out.wait_for(lambda text: "fresh token, valid until" in text)
         await server.delete_room("demo")
-        await asyncio.wait_for(task, WAIT)
+        assert await example.ended() == "room_deleted"
     finally:
         await runner.cleanup()
     assert hits and hits[0] == {"body": {"room": "demo"}, "app": "example"}
@@ -110,19 +142,19 @@ async def test_http_refresher(server: LoopbackServer, run_example: Any, out: Out
 
 
 async def test_quality_monitor(server: LoopbackServer, run_example: Any, out: Output) -> None:
-    task = run_example("quality_monitor", server.url, server.token("viewer", room="demo"))
+    example = run_example("quality_monitor", server.url, server.token("viewer", room="demo"))
     await out.wait_for(lambda _: server.participants("demo") == ["viewer"])
     await server.add_participant("demo", "agent", kind="agent")
     await server.set_connection_quality("viewer", "poor")
     await server.set_connection_quality("agent", "excellent")
     await out.wait_for(lambda text: "viewer (you): poor" in text and "agent: excellent" in text)
     await server.delete_room("demo")
-    await asyncio.wait_for(task, WAIT)
+    assert await example.ended() == "room_deleted"
     assert out.read().splitlines() == ["●○○ viewer (you): poor", "●●● agent: excellent"]
 
 
 async def test_bot(server: LoopbackServer, run_example: Any, out: Output) -> None:
-    task = run_example("bot", server.url, server.token("bot", room="demo"))
+    example = run_example("bot", server.url, server.token("bot", room="demo"))
     await out.wait_for(lambda text: "bot online with 0 others" in text)
     carol = rtc.Room()
     received: asyncio.Queue[bytes] = asyncio.Queue()
@@ -135,13 +167,13 @@ async def test_bot(server: LoopbackServer, run_example: Any, out: Output) -> Non
     finally:
         await carol.disconnect()
     await server.delete_room("demo")
-    await asyncio.wait_for(task, WAIT)
+    assert await example.ended() == "room_deleted"
 
 
 async def test_echo_bot(server: LoopbackServer, run_example: Any, out: Output) -> None:
     """The bot echoes a synthetic caller's tone; a listener hears it before and after the bot's call rejoins."""
     await server.add_participant("demo", "caller", audio="tone:440")
-    task = run_example("echo_bot", server.url, server.token("bot", room="demo"), "caller")
+    example = run_example("echo_bot", server.url, server.token("bot", room="demo"), "caller")
     await out.wait_for(lambda text: text.count("echo track published as") == 1)
     ear = rtc.Room()
     try:
@@ -155,7 +187,7 @@ async def test_echo_bot(server: LoopbackServer, run_example: Any, out: Output) -
     await server.remove_participant("demo", "caller")
     await out.wait_for(lambda text: "stopped echoing caller" in text)
     await server.delete_room("demo")
-    await asyncio.wait_for(task, WAIT)
+    assert await example.ended() == "room_deleted"
 
 
 async def loudness(room: rtc.Room, identity: str, sid: str | None = None) -> float:

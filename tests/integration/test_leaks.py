@@ -14,11 +14,21 @@ from bench import leaks
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._session import Session
 
+WAIT = 15.0
+
 
 @pytest.mark.timeout(90)
 async def test_cycles_and_interrupted_connects_leave_nothing_behind(server: LoopbackServer) -> None:
     report = await leaks.run(server, cycles=10, cancels=10, seed=7)
-    assert report.grew == [], leaks.render(report)
+    assert report.problems == [], leaks.render(report)
+
+
+async def test_a_baseline_that_never_settles_fails_the_check(server: LoopbackServer) -> None:
+    await server.add_participant(leaks.ROOM, "never-leaves")  # the baseline waits for an empty room
+    figures, settled = await leaks.quiet(server, timeout=0.5)
+    assert not settled
+    report = leaks.Report(baseline=figures, after=figures, cycles=0, cancels=0, baseline_settled=settled)
+    assert report.problems == ["the baseline never settled"] and "never settled" in leaks.render(report)
 
 
 async def test_a_session_replaced_while_joining_leaves_no_refresher_and_no_peer(
@@ -48,11 +58,16 @@ async def test_a_session_replaced_while_joining_leaves_no_refresher_and_no_peer(
             if sessions:
                 break
             await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the first join did not reach the server's offer within 5 s")
         second = await http.ws_connect(url, headers=headers)
-        await second.receive_bytes()  # its JoinResponse: the first session is closed by now
+        await second.receive_bytes(timeout=WAIT)  # its JoinResponse: the first session is closed by now
         assert sessions[0].closed
         gate.set()
-        await offered.wait()
+        try:
+            await asyncio.wait_for(offered.wait(), WAIT)
+        except asyncio.TimeoutError:
+            pytest.fail(f"the replaced session's join did not finish its offer within {WAIT} s")
         await sessions[0].aclose()
         assert [t for t in asyncio.all_tasks() if "_refresh_periodically" in repr(t.get_coro())] == [
             sessions[1]._refresher

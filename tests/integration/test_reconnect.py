@@ -77,8 +77,7 @@ async def test_sdk_gives_up_then_the_call_rejoins(server: LoopbackServer, make_c
     reconnected = expect(call, "reconnected", timeout=90)
     server.refuse_joins(count=1000, status=503, identity="alice")
     await server.drop_signal("alice")
-    while len(attempts) < 2:  # noqa: ASYNC110  (the second attempt is the first rejoin)
-        await asyncio.sleep(0.1)
+    await _attempt(call, 2, timeout=90)  # the second attempt is the first rejoin
     server.refuse_joins(count=0)
     await reconnected
     assert [a[0] for a in attempts][:2] == [1, 2]
@@ -205,14 +204,19 @@ async def test_disconnect_during_the_rejoin_loop_stops_it(server: LoopbackServer
     assert call.disconnect_reason == "client_initiated"
     tasks = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
     assert not [t for t in tasks if "Call._" in repr(t.get_coro())]
-    server.refuse_joins(count=0)
-    await asyncio.sleep(0.5)
+    assert not call.room.isconnected()  # and with no task of the call left, nothing can rejoin later
     assert "alice" not in server.participants("demo")
 
 
-async def _attempt(call: Call, n: int) -> None:
-    while call.reconnect_attempt < n:
-        await call.wait_for("reconnecting", timeout=WAIT)
+async def _attempt(call: Call, n: int, timeout: float = WAIT) -> None:
+    async def reach() -> None:
+        while call.reconnect_attempt < n:
+            await call.wait_for("reconnecting")
+
+    try:
+        await asyncio.wait_for(reach(), timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"reconnect attempt {n} did not happen within {timeout:g} s")
 
 
 async def test_room_deleted_while_resuming(server: LoopbackServer, make_call: CallFactory) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,6 +16,8 @@ from rtcstack.testing._tables import DISCONNECT_REASONS
 
 if TYPE_CHECKING:
     from conftest import Connect
+
+WAIT = 15.0
 
 
 async def test_drop_signal_resumes_with_a_real_ice_restart(
@@ -243,20 +247,39 @@ async def test_simulated_signal_drop_on_resume_recovers(server: LoopbackServer, 
     assert server.participants("demo") == ["alice"]
 
 
-async def test_close_disconnects_clients_and_leaves_no_tasks(connect: Connect) -> None:
-    server = LoopbackServer()
-    await server.start()
-    url, token = server.url, server.token("alice", room="demo")
-    room = rtc.Room()
-    await room.connect(url, token, rtc.RoomOptions(single_peer_connection=False))
+async def test_close_disconnects_clients_and_leaves_no_tasks() -> None:
+    """close() tells each client the server shuts down, and every task the server made (signal handlers, socket
+    writers, the periodic token refresh, peer connections) is gone when it returns: only the SDK's own remain."""
     before = asyncio.all_tasks()
+    server = LoopbackServer(token_refresh_interval=60)
+    await server.start()
+    ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    room = rtc.Room()
+    room.on("disconnected", lambda reason: ended.done() or ended.set_result(reason))
+    try:
+        await room.connect(
+            server.url, server.token("alice", room="demo"), rtc.RoomOptions(single_peer_connection=False)
+        )
+        assert any("_refresh_periodically" in repr(t.get_coro()) for t in asyncio.all_tasks())
 
-    await server.close()
+        await server.close()
 
-    assert server.rooms() == []
-    await asyncio.sleep(0)
-    assert {t for t in asyncio.all_tasks() - before if not t.done()} == set()
-    await room.disconnect()
+        assert server.rooms() == []
+        await asyncio.sleep(0)  # tasks cancelled by close() finish on their next step
+        left = [t for t in asyncio.all_tasks() - before if not t.done() and not _of_the_sdk(t)]
+        assert left == [], "tasks of the server outlived close()"
+        try:
+            reason = await asyncio.wait_for(ended, WAIT)
+        except asyncio.TimeoutError:
+            pytest.fail(f"the client was not disconnected within {WAIT} s of close()")
+        assert reason == rtc.DisconnectReason.SERVER_SHUTDOWN
+    finally:
+        await room.disconnect()
+
+
+def _of_the_sdk(task: asyncio.Task[object]) -> bool:
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code is not None and f"{os.sep}livekit{os.sep}rtc{os.sep}" in code.co_filename
 
 
 @pytest.mark.parametrize("server", [{"token_refresh": False}], indirect=True)
@@ -268,3 +291,30 @@ async def test_token_refresh_can_be_disabled(server: LoopbackServer, connect: Co
 
     await alice.wait_for("connection_quality_changed")
     assert alice.count("token_refreshed") == 1
+
+
+@pytest.mark.parametrize("server", [{"departure_timeout": 1.0}], indirect=True)
+async def test_a_session_that_cannot_resume_departs(server: LoopbackServer, connect: Connect) -> None:
+    await connect("alice")
+    bob = await connect("bob")
+    server.refuse_joins(count=1000, status=503, identity="alice")  # its resumes are refused: the session stays detached
+
+    await server.drop_signal("alice")
+
+    await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
+    assert server.participants("demo") == ["bob"]
+    server.refuse_joins(count=0)
+
+
+@pytest.mark.parametrize("server", [{"departure_timeout": 1.0}], indirect=True)
+async def test_a_resumed_session_does_not_depart(server: LoopbackServer, connect: Connect) -> None:
+    alice = await connect("alice")
+    sid = server.registry.find("alice").sid
+    dropped = time.monotonic()
+
+    await server.drop_signal("alice")
+
+    await alice.wait_for("reconnected")
+    await asyncio.sleep(max(0.0, dropped + 1.0 - time.monotonic()) + 0.5)  # its departure was due by now
+    assert server.registry.find("alice").sid == sid, "the session departed (the client joined again)"
+    assert alice.count("reconnecting") == 1 and alice.count("disconnected") == 0

@@ -21,3 +21,5 @@ async def test_sixty_seconds_of_faults(server: LoopbackServer) -> None:
     assert transient >= 5 and report.recoveries == transient, soak.render(report)
     assert report.roster_checks >= 3 and report.token_refreshes >= 5, soak.render(report)
     assert report.worst_recovery <= soak.recovery_bound(soak.POLICY, soak.CONNECT_TIMEOUT)
+    assert report.unprovoked_episodes == 0, soak.render(report)
+    assert all(report.faults[kind] >= 1 for kind in soak.WEIGHTS), soak.render(report)  # refused resumes included

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from rtcstack._machine import Emit
 from rtcstack._models import Participant
 from rtcstack._roster import Roster
 
 
-def person(identity: str, *, sid: str | None = None, metadata: str = "", state: str = "active") -> Participant:
+def person(
+    identity: str, *, sid: str | None = None, metadata: str = "", state: str = "active", joined: float | None = None
+) -> Participant:
     return Participant.model_validate(
         {
             "identity": identity,
@@ -21,7 +25,7 @@ def person(identity: str, *, sid: str | None = None, metadata: str = "", state: 
             "is_local": False,
             "is_speaking": False,
             "tracks": [],
-            "joined_at": None,
+            "joined_at": None if joined is None else datetime.fromtimestamp(joined, timezone.utc),
         }
     )
 
@@ -119,3 +123,20 @@ def test_seed_takes_the_room_as_it_is_without_events() -> None:
     roster.hold()
     roster.seed([person("ann"), person("bob")])
     assert [p.identity for p in roster.snapshot()] == ["ann", "bob"] and not roster.held
+
+
+def test_seed_and_release_follow_join_times_not_the_sdk_order() -> None:
+    """The SDK lists a Room's participants in no particular order: the roster orders them by when they joined."""
+    roster = Roster()
+    roster.seed([person("cat", joined=30.0), person("ann", joined=10.0), person("who"), person("bob", joined=20.0)])
+    assert [p.identity for p in roster.snapshot()] == ["ann", "bob", "cat", "who"]
+    roster.hold()
+    events = roster.release([person("eve", joined=50.0), person("ann", joined=10.0), person("dan", joined=40.0)])
+    assert names(events) == [
+        ("participant_left", "bob"),
+        ("participant_left", "cat"),
+        ("participant_left", "who"),
+        ("participant_joined", "dan"),
+        ("participant_joined", "eve"),
+    ]
+    assert [p.identity for p in roster.snapshot()] == ["ann", "dan", "eve"]

@@ -134,7 +134,7 @@ def test_mypy_accepts_right_handlers_and_rejects_wrong_ones(tmp_path: Path) -> N
             "--hide-error-context",
             "--show-error-codes",
             "--cache-dir",
-            str(Path(__file__).resolve().parents[2] / ".mypy_cache"),
+            str(tmp_path / ".mypy_cache"),  # its own: never the repo's cache, which a concurrent mypy may be writing
             str(snippet),
         ],
         capture_output=True,

@@ -1,0 +1,305 @@
+"""Call events with the real livekit SDK against LoopbackServer: tracks (published, muted, unmuted, local),
+active speakers, the roster at connect, and the options that go to the SDK.
+
+Each "nothing was emitted" check is made after a later event of the same signal stream came through (the server
+sends in order), never after a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from aiohttp import web
+from livekit import rtc
+
+from rtcstack import Call, CallEvent, CallOptions, Participant, create_call
+from rtcstack.testing import LoopbackServer
+from rtcstack.testing._wire import decode_join_request
+
+WAIT = 15.0
+_T = TypeVar("_T")
+
+CallFactory = Callable[..., Call]
+
+
+@pytest.fixture
+async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+    """``make_call("alice", room="demo", **create_call_kwargs)``; every call is disconnected at teardown."""
+    calls: list[Call] = []
+
+    def factory(identity: str, room: str = "demo", **kw: Any) -> Call:
+        call = create_call(server.url, server.token(identity, room=room), **kw)
+        calls.append(call)
+        return call
+
+    yield factory
+    await asyncio.gather(*(c.disconnect() for c in calls))
+
+
+async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> _T:
+    """Await `awaitable`, failing with "`what` did not happen" after `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"{what} did not happen within {timeout:g} s")
+
+
+def expect(call: Call, name: Any) -> asyncio.Future[CallEvent]:
+    """Start waiting for the next `name` event now, before the action that causes it (bounded by WAIT)."""
+    return asyncio.ensure_future(call.wait_for(name, timeout=WAIT))
+
+
+def record(call: Call, *names: Any) -> list[tuple[str, tuple[Any, ...]]]:
+    seen: list[tuple[str, tuple[Any, ...]]] = []
+    for name in names:
+        call.on(name, lambda *args, name=name: seen.append((name, args)))
+    return seen
+
+
+async def flushed(server: LoopbackServer, call: Call) -> None:
+    """Everything the server sent `call` before now has been handled: a quality update sent now came through."""
+    assert call.local_participant is not None
+    identity = call.local_participant.identity
+    seen = asyncio.get_running_loop().create_future()
+
+    def mark(participant: Any, quality: str) -> None:
+        if participant.identity == identity and quality == "good" and not seen.done():
+            seen.set_result(None)
+
+    call.on("connection_quality_changed", mark)
+    try:
+        await server.set_connection_quality(identity, "good")
+        await within(f"a quality update to {identity}", seen)
+    finally:
+        call.off("connection_quality_changed", mark)
+
+
+async def publish_microphone(call: Call) -> tuple[rtc.LocalAudioTrack, rtc.LocalTrackPublication]:
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    publication = await call.room.local_participant.publish_track(track, options)
+    return track, publication
+
+
+async def test_remote_track_muted_and_unmuted(server: LoopbackServer, make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    published = expect(alice, "track_published")
+    track, _ = await publish_microphone(bob)
+    await published
+
+    muted = expect(alice, "track_muted")
+    track.mute()
+    event = await muted
+    assert event.participant is not None and event.participant.identity == "bob"
+    assert event.track is not None and event.track.muted and event.track.kind == "audio"
+    assert alice.participants[0].tracks[0].muted
+
+    unmuted = expect(alice, "track_unmuted")
+    track.unmute()
+    event = await unmuted
+    assert event.participant is not None and event.participant.identity == "bob"
+    assert event.track is not None and not event.track.muted and event.track.source == "microphone"
+    assert not alice.participants[0].tracks[0].muted
+
+
+async def test_remote_track_unpublished(make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    source = rtc.AudioSource(48000, 1)
+    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
+
+    async def play() -> None:  # the server sees an unpublish as the end of the track's media: send some
+        frame = rtc.AudioFrame.create(48000, 1, 480)
+        while True:
+            await source.capture_frame(frame)
+
+    subscribed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    alice.room.on("track_subscribed", lambda *_: subscribed.done() or subscribed.set_result(None))
+    published = expect(alice, "track_published")
+    publication = await bob.room.local_participant.publish_track(
+        track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+    )
+    player = asyncio.ensure_future(play())
+    try:
+        await published
+        await within("alice subscribing to bob's track (its media flowing)", subscribed)
+        unpublished = expect(alice, "track_unpublished")
+        await bob.room.local_participant.unpublish_track(publication.sid)
+        event = await unpublished
+    finally:
+        player.cancel()
+        await asyncio.gather(player, return_exceptions=True)
+        await source.aclose()
+    assert event.participant is not None and event.participant.identity == "bob" and event.participant.tracks == []
+    assert event.track is not None and event.track.sid == publication.sid and event.track.kind == "audio"
+    assert alice.participants[0].tracks == []
+
+
+async def test_local_track_published(make_call: CallFactory) -> None:
+    alice = make_call("alice")
+    await alice.connect()
+    published = expect(alice, "track_published")
+    _, publication = await publish_microphone(alice)
+    event = await published
+    assert event.participant is not None and event.participant.is_local and event.participant.identity == "alice"
+    assert event.track is not None and event.track.sid == publication.sid and event.track.kind == "audio"
+    assert alice.local_participant is not None
+    assert [t.sid for t in alice.local_participant.tracks] == [publication.sid]
+
+
+async def test_local_track_muted_and_unmuted(make_call: CallFactory) -> None:
+    alice = make_call("alice")
+    await alice.connect()
+    track, publication = await publish_microphone(alice)
+
+    muted = expect(alice, "track_muted")
+    track.mute()
+    event = await muted
+    assert event.participant is not None and event.participant.is_local
+    assert event.track is not None and event.track.sid == publication.sid and event.track.muted
+
+    unmuted = expect(alice, "track_unmuted")
+    track.unmute()
+    event = await unmuted
+    assert event.participant is not None and event.participant.is_local
+    assert event.track is not None and not event.track.muted
+
+
+async def test_active_speakers_and_is_speaking(make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    joined = expect(alice, "participant_joined")
+    await bob.connect()
+    await joined
+
+    speaking = expect(alice, "active_speakers_changed")
+    await bob.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_SPEAKER)
+    event = await speaking
+    assert [p.identity for p in event.participants or []] == ["bob"]
+    assert all(p.is_speaking for p in event.participants or [])
+    assert alice.participants[0].is_speaking
+
+    quiet = expect(alice, "active_speakers_changed")  # the server ends the simulated speech on its own
+    event = await quiet
+    assert event.participants == []
+    assert not alice.participants[0].is_speaking
+
+
+async def test_the_local_participant_speaking(make_call: CallFactory) -> None:
+    alice = make_call("alice")
+    await alice.connect()
+    speaking = expect(alice, "active_speakers_changed")
+    await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_SPEAKER)
+    event = await speaking
+    assert [(p.identity, p.is_local, p.is_speaking) for p in event.participants or []] == [("alice", True, True)]
+    assert alice.local_participant is not None and alice.local_participant.is_speaking
+
+
+async def test_people_already_in_the_room_are_listed_without_joins(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    bob = make_call("bob")
+    await bob.connect()
+    await server.add_participant("demo", "agent", kind="agent")
+    alice = make_call("alice")
+    joined = record(alice, "participant_joined")
+    await alice.connect()
+    assert [p.identity for p in alice.participants] == ["bob", "agent"]
+    await flushed(server, alice)
+    assert joined == []
+    carol = make_call("carol")
+    joining = expect(alice, "participant_joined")
+    await carol.connect()
+    newcomer = (await joining).participant
+    assert newcomer is not None and newcomer.identity == "carol"
+
+
+def join_recorder(seen: list[tuple[str, bool]]) -> Any:
+    """An aiohttp middleware recording (path, auto_subscribe) of every signal connect."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path == "/rtc/v1":
+            join = decode_join_request(request.query["join_request"])
+            seen.append((request.path, join.connection_settings.auto_subscribe))
+        elif request.path == "/rtc":
+            seen.append((request.path, request.query.get("auto_subscribe") in ("1", "true")))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    return middleware
+
+
+@pytest.mark.parametrize(("auto_subscribe", "single_pc"), [(True, True), (False, False), (False, True)])
+async def test_auto_subscribe_and_single_peer_connection_reach_the_sdk(auto_subscribe: bool, single_pc: bool) -> None:
+    seen: list[tuple[str, bool]] = []
+    server = LoopbackServer()
+    app = server.build_app()
+    app.middlewares.append(join_recorder(seen))
+    await server.start(app)
+    try:
+        options = CallOptions(auto_subscribe=auto_subscribe, single_peer_connection=single_pc)
+        async with create_call(server.url, server.token("alice", room="demo"), options=options) as call:
+            assert call.connection_state == "connected"
+        assert seen == [("/rtc/v1" if single_pc else "/rtc", auto_subscribe)]
+    finally:
+        await server.close()
+
+
+async def test_participant_updated_for_name_metadata_and_attributes(make_call: CallFactory) -> None:
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    joined = expect(alice, "participant_joined")
+    await bob.connect()
+    await joined
+    local = bob.room.local_participant
+
+    changes: list[tuple[Callable[[], Awaitable[None]], Callable[[Participant], bool]]] = [
+        (lambda: local.set_name("Bob"), lambda p: p.name == "Bob"),
+        (lambda: local.set_metadata("busy"), lambda p: p.metadata == "busy"),
+        (lambda: local.set_attributes({"mood": "ok"}), lambda p: p.attributes == {"mood": "ok"}),
+    ]
+    for change, check in changes:
+        await updated_by(alice, "bob", change, check)
+        assert check(alice.participants[0])
+
+
+async def updated_by(
+    call: Call, identity: str, change: Callable[[], Awaitable[None]], check: Callable[[Participant], bool]
+) -> None:
+    """Make `change`, then wait for a participant_updated about `identity` that passes `check`."""
+    updated: asyncio.Future[Participant] = asyncio.get_running_loop().create_future()
+
+    def seen(participant: Participant) -> None:
+        if participant.identity == identity and check(participant) and not updated.done():
+            updated.set_result(participant)
+
+    call.on("participant_updated", seen)
+    try:
+        await change()
+        await within(f"a participant_updated about {identity} with the change", updated)
+    finally:
+        call.off("participant_updated", seen)
+
+
+async def test_a_participant_becoming_active_is_an_update(make_call: CallFactory) -> None:
+    """The server announces a joiner as joined, then active once its media is up: the roster follows."""
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    states: list[str] = []
+    alice.on("participant_joined", lambda p: states.append(p.state))
+    alice.on("participant_updated", lambda p: states.append(p.state))
+
+    async def join() -> None:
+        await bob.connect()
+
+    await updated_by(alice, "bob", join, lambda p: p.state == "active")
+    assert states[0] == "joined" and states[-1] == "active"
+    assert alice.participants[0].state == "active"
