@@ -5,11 +5,13 @@ token refresher (called before a rejoin, retried until expiry)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
+from aiohttp import web
 from livekit import rtc
 
 from rtcstack import (
@@ -186,33 +188,56 @@ async def test_join_failure_from_the_sdk_leads_to_a_rejoin(server: LoopbackServe
 # -- the token refresher -----------------------------------------------------------------------------------------
 
 
-@NO_SERVER_REFRESH
-async def test_a_rejoin_inside_the_margin_waits_for_the_refresher(
-    server: LoopbackServer, make_call: CallFactory
-) -> None:
-    """The refresher is slow and the token expires while it runs: the rejoin must wait for the fresh token (with
-    the expiring one it would have been back long before, or been refused once that one expired)."""
+async def test_a_rejoin_with_an_expired_token_waits_for_the_refresher() -> None:
+    """The refresher is slow and the token has expired when the SDK gives up: the rejoin must wait for the fresh
+    token. The server would still take the expired one (LiveKit's leeway), so a rejoin that did not wait would reach
+    it at once with that token; `quiet` (many rejoin delays and connect times) passes with no signal connect."""
+    quiet = 3.0
+    server = LoopbackServer(token_refresh=False, ping_interval=1, ping_timeout=15)
+    joins: list[str | None] = []
+    arrived = asyncio.Event()
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in ("/rtc", "/rtc/v1"):
+            joins.append(request.headers.get("Authorization"))
+            arrived.set()
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    app = server.build_app()
+    app.middlewares.append(record)
+    await server.start(app)
     called, release = asyncio.Event(), asyncio.Event()
+    fresh = server.token("alice", room="demo", ttl=600)
 
     async def slow_refresher() -> str:
         called.set()
         await release.wait()
-        return server.token("alice", room="demo", ttl=600)
+        return fresh
 
-    call = make_call(ttl=6, margin=4, token_refresher=slow_refresher, refresh_timeout=WAIT)
-    order: list[str] = []
-    for name in ("token_refreshed", "reconnected"):
-        call.on(name, lambda *_, name=name: order.append(name))
-    await call.connect()
-    await within("the refresher being called at the margin", called.wait())
-    back = expect(call, "reconnected")
-    await server.leave("alice", reason="server_shutdown")
-    await attempt(call, 1)
-    await asyncio.sleep(max(0.0, call.token_expires_at.timestamp() - time.time()) + 0.05)  # the old token expires
-    assert order == [], "the rejoin went on without waiting for the refresher"
-    release.set()
-    await back
-    assert order == ["token_refreshed", "reconnected"]
+    options = CallOptions(reconnect=FAST, token_refresh_margin=4, token_refresh_timeout=WAIT)
+    call = create_call(
+        server.url, server.token("alice", room="demo", ttl=6), token_refresher=slow_refresher, options=options
+    )
+    try:
+        await call.connect()
+        await within("the refresher being called at the margin", called.wait())
+        await asyncio.sleep(max(0.0, call.token_expires_at.timestamp() - time.time()) + 0.05)  # the token expires
+        arrived.clear()
+        back = expect(call, "reconnected")
+        await server.leave("alice", reason="server_shutdown")
+        await attempt(call, 1)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(arrived.wait(), quiet)
+        assert not arrived.is_set(), "the rejoin joined with the expired token instead of waiting for the refresher"
+        release.set()
+        await back
+        assert joins[-1] == f"Bearer {fresh}", "the rejoin did not join with the refreshed token"
+    finally:
+        release.set()
+        await call.disconnect()
+        await server.close()
 
 
 @NO_SERVER_REFRESH
