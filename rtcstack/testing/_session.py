@@ -484,6 +484,7 @@ class Session:
         else:
             self._subscriber_peer().send_outlet(outlet, stream_id)
         self._negotiate()
+        self.router.subscribed(source.track_sid)
 
     def detach(self, track_sid: str) -> None:
         """Stop sending the track ``track_sid`` to the client."""

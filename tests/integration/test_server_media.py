@@ -88,9 +88,14 @@ async def test_audio_is_forwarded_to_a_subscriber(connect: Connect, options: rtc
     bob = await connect("bob", options=options)
     subscribed(bob)
 
+    local_subscribed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    alice.room.on(
+        "local_track_subscribed", lambda track: local_subscribed.done() or local_subscribed.set_result(track.sid)
+    )
     async with tone(alice.room) as publication:
         track, pub, participant = await bob.wait_for("track_subscribed")
         assert (pub.sid, participant.identity, track.kind) == (publication.sid, "alice", rtc.TrackKind.KIND_AUDIO)
+        assert await asyncio.wait_for(local_subscribed, WAIT) == publication.sid  # the publisher hears of it
         frames = await audio_frames(track, 100)
         assert level(frames[-50:]) > 1000  # the tone, not silence
 
