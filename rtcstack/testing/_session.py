@@ -244,6 +244,11 @@ class Session:
         if drop == "disconnect_signal_on_resume":
             channel.finish()
         logger.debug("%r resumed", self)
+        if self._subscriber is not None:
+            # as LiveKit does, offer the subscriber connection again: an answer lost with the old socket would
+            # otherwise leave its new tracks unsent for good
+            self._awaiting_answer = self._offer_again = False
+            self._negotiate()
         await self._serve(channel)
 
     def _attach(self, ws: web.WebSocketResponse, request: web.Request) -> _Channel:
