@@ -11,6 +11,8 @@ import logging
 from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
+from livekit.protocol import rtc as pr
+
 from ._forward import ReceivedTrack, Source
 from ._rooms import Participant, RoomRegistry
 
@@ -38,6 +40,7 @@ class MediaRouter:
     def __init__(self, registry: RoomRegistry) -> None:
         self._registry = registry
         self._sources: dict[str, tuple[Participant, Source]] = {}
+        self._subscribed: set[str] = set()
 
     def source(self, track_sid: str) -> Source | None:
         entry = self._sources.get(track_sid)
@@ -51,9 +54,17 @@ class MediaRouter:
             if subscriber.auto_subscribe:
                 subscriber.attach(source)
 
+    def subscribed(self, track_sid: str) -> None:
+        """Someone subscribed to ``track_sid``: the first time, its publisher is told (``local_track_subscribed``)."""
+        entry = self._sources.get(track_sid)
+        if entry is not None and track_sid not in self._subscribed:
+            self._subscribed.add(track_sid)
+            entry[0].send(pr.SignalResponse(track_subscribed=pr.TrackSubscribed(track_sid=track_sid)))
+
     def unpublish(self, track_sid: str) -> None:
         """Withdraw a source from its subscribers and end it (nothing if there is no such source)."""
         entry = self._sources.pop(track_sid, None)
+        self._subscribed.discard(track_sid)
         if entry is None:
             return
         publisher, source = entry

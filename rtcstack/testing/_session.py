@@ -251,6 +251,11 @@ class Session:
         if drop == "disconnect_signal_on_resume":
             channel.finish()
         logger.debug("%r resumed", self)
+        if self._subscriber is not None:
+            # as LiveKit does, offer the subscriber connection again: an answer lost with the old socket would
+            # otherwise leave its new tracks unsent for good
+            self._awaiting_answer = self._offer_again = False
+            self._negotiate()
         await self._serve(channel)
 
     def _attach(self, ws: web.WebSocketResponse, request: web.Request) -> _Channel:
@@ -493,6 +498,7 @@ class Session:
         else:
             self._subscriber_peer().send_outlet(outlet, stream_id)
         self._negotiate()
+        self.router.subscribed(source.track_sid)
 
     def detach(self, track_sid: str) -> None:
         """Stop sending the track ``track_sid`` to the client."""

@@ -7,12 +7,13 @@ import contextlib
 import math
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from livekit import rtc
 
 from rtcstack.testing import LoopbackServer
+from rtcstack.testing._session import Session
 
 if TYPE_CHECKING:
     from conftest import Client, Connect
@@ -88,9 +89,14 @@ async def test_audio_is_forwarded_to_a_subscriber(connect: Connect, options: rtc
     bob = await connect("bob", options=options)
     subscribed(bob)
 
+    local_subscribed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    alice.room.on(
+        "local_track_subscribed", lambda track: local_subscribed.done() or local_subscribed.set_result(track.sid)
+    )
     async with tone(alice.room) as publication:
         track, pub, participant = await bob.wait_for("track_subscribed")
         assert (pub.sid, participant.identity, track.kind) == (publication.sid, "alice", rtc.TrackKind.KIND_AUDIO)
+        assert await asyncio.wait_for(local_subscribed, WAIT) == publication.sid  # the publisher hears of it
         frames = await audio_frames(track, 100)
         assert level(frames[-50:]) > 1000  # the tone, not silence
 
@@ -394,3 +400,25 @@ async def test_a_track_asking_for_vp9_is_refused_and_the_session_goes_on(connect
     async with tone(alice.room):  # what the server can forward still goes through
         heard, _, _ = await bob.wait_for("track_subscribed")
         await audio_frames(heard, 20)
+
+
+async def test_a_bug_in_a_request_handler_ends_only_that_session(
+    server: LoopbackServer, connect: Connect, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = Session._handle
+
+    async def buggy(self: Session, request: Any) -> None:
+        if request.WhichOneof("message") == "update_metadata":
+            raise RuntimeError("boom")
+        await handle(self, request)
+
+    monkeypatch.setattr(Session, "_handle", buggy)
+    alice = await connect("alice")
+    bob = await connect("bob")
+    with contextlib.suppress(Exception):  # the request is never answered
+        await asyncio.wait_for(alice.room.local_participant.set_metadata("x"), 2)
+    (reason,) = await alice.wait_for("disconnected")
+    assert reason == rtc.DisconnectReason.UNKNOWN_REASON and alice.count("reconnecting") == 0
+    await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
+    errors = [r for r in caplog.records if r.name == "rtcstack.testing" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "RuntimeError handling update_metadata: boom" in errors[0].getMessage()
