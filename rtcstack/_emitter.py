@@ -15,12 +15,12 @@ import functools
 import inspect
 import logging
 import weakref
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 
+from ._buffered import Buffered
 from ._errors import ConfigError
 from ._models import Participant, TrackInfo
 from ._vocab import (
@@ -155,30 +155,11 @@ class CallEvent:
         return cast("bool | None", self._arg("reliable"))
 
 
-class EventStream:
+class EventStream(Buffered[CallEvent]):
     """An async iterator of ``CallEvent``: it buffers every event from its creation and ends after
     ``"disconnected"`` (or when the emitter closes, or on ``aclose()``). Dropping it unregisters it."""
 
-    __slots__ = ("__weakref__", "_buffer", "_ended", "_waiter")
-
-    def __init__(self) -> None:
-        self._buffer: deque[CallEvent] = deque()
-        self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> CallEvent:
-        while not self._buffer:
-            if self._ended:
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._buffer.popleft()
+    __slots__ = ("__weakref__",)
 
     async def aclose(self) -> None:
         """Stop now: drop buffered events and end the iteration."""
@@ -198,10 +179,6 @@ class EventStream:
     def _end(self) -> None:
         self._ended = True
         self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 def _check_name(name: object) -> None:

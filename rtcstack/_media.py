@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from livekit import rtc
 from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by livekit.rtc
 
+from ._buffered import Buffered
 from ._machine import Emit
 from ._models import Participant, TrackInfo, track_info_from_sdk
 
@@ -252,7 +252,7 @@ class Departures:
         self._waiting.clear()
 
 
-class MediaStream(Generic[_Event]):
+class MediaStream(Buffered[_Event]):
     """Frames of one remote participant's track of one source, across whatever Room and track carry it.
 
     `attach()` points it at a subscribed SDK track (opening an SDK stream on it), `detach()` lets it wait for the
@@ -269,19 +269,17 @@ class MediaStream(Generic[_Event]):
         spawn: Spawn,
         on_end: Callable[[MediaStream[Any]], None],
     ) -> None:
+        super().__init__(maxlen=STREAM_BUFFER)
         self.identity = identity
         self.source = source
         self.kind = kind
         self._open = open_stream
         self._spawn = spawn
         self._on_end = on_end
-        self._frames: deque[_Event] = deque(maxlen=STREAM_BUFFER)
-        self._waiter: asyncio.Future[None] | None = None
         self._track: Any = None
         self._inner: Any = None
         self._pipe: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[Any]] = set()
-        self._ended = False
 
     @property
     def ended(self) -> bool:
@@ -329,30 +327,12 @@ class MediaStream(Generic[_Event]):
 
     async def _run(self, inner: Any) -> None:
         async for event in inner:
-            self._frames.append(event)
+            self._buffer.append(event)
             self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def __aiter__(self) -> MediaStream[_Event]:
-        return self
-
-    async def __anext__(self) -> _Event:
-        while not self._frames:
-            if self._ended:
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._frames.popleft()
 
     async def aclose(self) -> None:
         """End the stream now and wait until its SDK stream is closed."""
-        self._frames.clear()
+        self._buffer.clear()
         self.end()
         while self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
