@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ from livekit import rtc
 
 from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
 from rtcstack.testing import LoopbackServer
+from tests.audio import level, tone
 
 if TYPE_CHECKING:
     from conftest import Connect
@@ -41,37 +41,6 @@ async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
 
     yield factory
     await asyncio.gather(*(c.disconnect() for c in calls))
-
-
-@contextlib.asynccontextmanager
-async def tone(name: str = "mic") -> AsyncIterator[rtc.LocalAudioTrack]:
-    """A local track playing a 440 Hz tone (10 ms frames at 48 kHz, paced by the source) for the block."""
-    source = rtc.AudioSource(48000, 1)
-    track = rtc.LocalAudioTrack.create_audio_track(name, source)
-
-    async def play() -> None:
-        frame = rtc.AudioFrame.create(48000, 1, 480)
-        samples = frame.data
-        step = 0
-        while True:
-            for i in range(480):
-                samples[i] = int(8000 * math.sin(2 * math.pi * 440 * (step * 480 + i) / 48000))
-            step += 1
-            await source.capture_frame(frame)
-
-    player = asyncio.create_task(play())
-    try:
-        yield track
-    finally:
-        player.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await player
-        await source.aclose()
-
-
-def level(frames: list[rtc.AudioFrame]) -> float:
-    samples = [s for f in frames for s in f.data]
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
 
 
 async def heard(room: rtc.Room, identity: str, sid: str, count: int = 50) -> float:

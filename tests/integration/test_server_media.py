@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +13,8 @@ from livekit import rtc
 
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._session import Session
+from tests.audio import level
+from tests.audio import tone as playing_tone
 
 if TYPE_CHECKING:
     from conftest import Client, Connect
@@ -26,29 +27,9 @@ MODES = pytest.mark.parametrize("options", [None, LEGACY], ids=["single_pc", "le
 @contextlib.asynccontextmanager
 async def tone(room: rtc.Room, name: str = "mic") -> AsyncIterator[rtc.LocalTrackPublication]:
     """Publish a 440 Hz tone on ``room`` (10 ms frames, paced in real time) for the block's duration."""
-    source = rtc.AudioSource(48000, 1)
-    track = rtc.LocalAudioTrack.create_audio_track(name, source)
-    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
-    publication = await room.local_participant.publish_track(track, options)
-
-    async def play() -> None:
-        frame = rtc.AudioFrame.create(48000, 1, 480)
-        samples = frame.data
-        step = 0
-        while True:
-            for i in range(480):
-                samples[i] = int(8000 * math.sin(2 * math.pi * 440 * (step * 480 + i) / 48000))
-            step += 1
-            await source.capture_frame(frame)
-
-    player = asyncio.create_task(play())
-    try:
-        yield publication
-    finally:
-        player.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await player
-        await source.aclose()
+    async with playing_tone(name) as track:
+        options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        yield await room.local_participant.publish_track(track, options)
 
 
 def subscribed(client: Client) -> None:
@@ -75,12 +56,6 @@ async def audio_frames(track: rtc.Track, count: int, timeout: float = WAIT) -> l
     finally:
         await stream.aclose()
     return frames
-
-
-def level(frames: list[rtc.AudioFrame]) -> float:
-    """RMS of the frames' samples (0..32767)."""
-    samples = [s for f in frames for s in f.data]
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
 
 
 @MODES
