@@ -11,7 +11,9 @@ import pytest
 from aiohttp import web
 from livekit import rtc
 
+from rtcstack import Call, create_call
 from rtcstack.testing import LoopbackServer
+from tests.calls import CallFactory
 
 WAIT = 15.0
 """Upper bound for any single expected event (never reached when things work)."""
@@ -172,3 +174,17 @@ async def gated() -> AsyncIterator[Gated]:
     for server, gate in started:
         gate.release.set()
         await server.close()
+
+
+@pytest.fixture
+async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+    """``make_call("alice", room="demo", **create_call_kwargs)``; every call is disconnected at teardown."""
+    calls: list[Call] = []
+
+    def factory(identity: str, room: str = "demo", *, ttl: float = 600, **kw: Any) -> Call:
+        call = create_call(server.url, server.token(identity, room=room, ttl=ttl), **kw)
+        calls.append(call)
+        return call
+
+    yield factory
+    await asyncio.gather(*(c.disconnect() for c in calls))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from livekit import rtc
@@ -20,28 +20,10 @@ from rtcstack import (
 )
 from rtcstack._tokens import decode_token
 from rtcstack.testing import LoopbackServer
+from tests.calls import WAIT, CallFactory, expect, within
 
 if TYPE_CHECKING:
     from conftest import Gated
-
-WAIT = 15.0
-_T = TypeVar("_T")
-
-CallFactory = Callable[..., Call]
-
-
-@pytest.fixture
-async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
-    """``make_call("alice", room="demo", **create_call_kwargs)``; every call is disconnected at teardown."""
-    calls: list[Call] = []
-
-    def factory(identity: str, room: str = "demo", *, ttl: float = 600, **kw: Any) -> Call:
-        call = create_call(server.url, server.token(identity, room=room, ttl=ttl), **kw)
-        calls.append(call)
-        return call
-
-    yield factory
-    await asyncio.gather(*(c.disconnect() for c in calls))
 
 
 def recorder(call: Call) -> list[CallEvent]:
@@ -62,21 +44,8 @@ def recorder(call: Call) -> list[CallEvent]:
 seen_task: set[asyncio.Future[None]] = set()
 
 
-def expect(call: Call, name: Any) -> asyncio.Future[CallEvent]:
-    """Start waiting for the next `name` event now, before the action that causes it."""
-    return asyncio.ensure_future(call.wait_for(name, timeout=WAIT))
-
-
 def names(events: list[CallEvent], *only: str) -> list[str]:
     return [e.name for e in events if not only or e.name in only]
-
-
-async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> _T:
-    """Await `awaitable`, failing with "`what` did not happen" after `timeout` seconds."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        pytest.fail(f"{what} did not happen within {timeout:g} s")
 
 
 async def until(predicate: Callable[[], bool], what: str = "", timeout: float = WAIT) -> None:

@@ -8,48 +8,17 @@ sends in order), never after a sleep.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from aiohttp import web
 from livekit import rtc
 
-from rtcstack import Call, CallEvent, CallOptions, Participant, create_call
+from rtcstack import Call, CallOptions, Participant, create_call
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._wire import decode_join_request
-
-WAIT = 15.0
-_T = TypeVar("_T")
-
-CallFactory = Callable[..., Call]
-
-
-@pytest.fixture
-async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
-    """``make_call("alice", room="demo", **create_call_kwargs)``; every call is disconnected at teardown."""
-    calls: list[Call] = []
-
-    def factory(identity: str, room: str = "demo", **kw: Any) -> Call:
-        call = create_call(server.url, server.token(identity, room=room), **kw)
-        calls.append(call)
-        return call
-
-    yield factory
-    await asyncio.gather(*(c.disconnect() for c in calls))
-
-
-async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> _T:
-    """Await `awaitable`, failing with "`what` did not happen" after `timeout` seconds."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        pytest.fail(f"{what} did not happen within {timeout:g} s")
-
-
-def expect(call: Call, name: Any) -> asyncio.Future[CallEvent]:
-    """Start waiting for the next `name` event now, before the action that causes it (bounded by WAIT)."""
-    return asyncio.ensure_future(call.wait_for(name, timeout=WAIT))
+from tests.calls import CallFactory, expect, within
 
 
 def record(call: Call, *names: Any) -> list[tuple[str, tuple[Any, ...]]]:

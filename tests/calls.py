@@ -1,0 +1,32 @@
+"""Helpers for the integration tests of `Call`: bounded waits that say what did not happen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from rtcstack import Call, CallEvent
+
+WAIT = 15.0
+"""Upper bound for any single expected event (never reached when things work)."""
+
+_T = TypeVar("_T")
+
+CallFactory = Callable[..., Call]
+"""The `make_call` fixture: ``make_call("alice", room="demo", ttl=600, **create_call_kwargs)``."""
+
+
+def expect(call: Call, name: Any) -> asyncio.Future[CallEvent]:
+    """Start waiting for the next `name` event now, before the action that causes it (bounded by WAIT)."""
+    return asyncio.ensure_future(call.wait_for(name, timeout=WAIT))
+
+
+async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> _T:
+    """Await `awaitable`, failing with "`what` did not happen" after `timeout` seconds."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        pytest.fail(f"{what} did not happen within {timeout:g} s")
