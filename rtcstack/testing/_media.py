@@ -255,6 +255,12 @@ class MediaPeer:
             wanted[outlet.kind] += 1
         return max(0, wanted["audio"] - free["audio"]), max(0, wanted["video"] - free["video"])
 
+    def unsent(self) -> bool:
+        """Whether an outlet waits for a negotiation to carry it (one attached while an offer or answer was made)."""
+        return bool(self._waiting) or any(
+            t.mid is None and isinstance(t.sender.track, Outlet) for t in self._pc.getTransceivers()
+        )
+
     def remove_outlet(self, outlet: Outlet) -> None:
         """Stop sending ``outlet``: its m-line goes inactive at the next negotiation and is not used again."""
         self._waiting = [(o, s) for o, s in self._waiting if o is not outlet]

@@ -214,7 +214,10 @@ class Session:
         if not self.single_pc:
             await self._offer_subscriber()
         self._answering_join = False
-        if self.single_pc and self._publisher is not None and any(self._publisher.missing_sections()):
+        # what the join's answer (or offer) could not carry: more m-lines to ask for, or a track that arrived while
+        # it was being made
+        peer = self._publisher if self.single_pc else self._subscriber
+        if peer is not None and peer.unsent():
             self._negotiate()
         if self.closed:  # replaced or removed while answering: close what was made after _shutdown looked
             await self._close_peers()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ import pytest
 from livekit import rtc
 
 from rtcstack.testing import LoopbackServer
+from rtcstack.testing._media import MediaPeer
 from rtcstack.testing._session import Session
 from tests.audio import level
 from tests.audio import tone as playing_tone
@@ -160,6 +161,42 @@ async def test_a_later_subscriber_gets_what_was_published_before(server: Loopbac
         assert received["audio"].source == "microphone" and received["audio"].mime_type.lower() == "audio/opus"
         assert received["video"].source == "camera" and received["video"].keyframes >= 1
         assert received["audio"].audio_level_dbfs is not None and received["audio"].audio_level_dbfs > -40
+
+
+@MODES
+async def test_a_track_published_while_the_server_answers_a_join_reaches_the_joiner(
+    server: LoopbackServer, connect: Connect, monkeypatch: pytest.MonkeyPatch, options: rtc.RoomOptions | None
+) -> None:
+    """The source arrives after the join's answer (or offer) took its tracks, before it reached the client."""
+    joiner = "bob/publisher" if options is None else "bob/subscriber"
+    made, go_on = asyncio.Event(), asyncio.Event()
+
+    def held(make: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def hold(self: MediaPeer, *args: Any) -> Any:
+            result = await make(self, *args)
+            if self.label == joiner and not made.is_set():
+                made.set()
+                await go_on.wait()
+            return result
+
+        return hold
+
+    monkeypatch.setattr(MediaPeer, "answer", held(MediaPeer.answer))
+    monkeypatch.setattr(MediaPeer, "offer", held(MediaPeer.offer))
+    alice = await connect("alice", options=options)
+    joining = asyncio.create_task(connect("bob", options=options))
+    await asyncio.wait_for(made.wait(), WAIT)
+    async with tone(alice.room):
+        for _ in range(int(WAIT / 0.05)):
+            if server.received("alice"):
+                break
+            await asyncio.sleep(0.05)
+        assert server.received("alice"), "the server never received alice's tone"
+        go_on.set()
+        bob = await joining
+        subscribed(bob)
+        heard, _, _ = await bob.wait_for("track_subscribed")
+        await audio_frames(heard, 20)
 
 
 @MODES
