@@ -21,7 +21,7 @@ import av
 
 from ._forward import Source
 
-__all__ = ["SyntheticError", "play_audio", "play_video", "read_audio"]
+__all__ = ["SyntheticError", "pattern", "play_audio", "play_video", "read_audio"]
 
 logger = logging.getLogger("rtcstack.testing")
 
@@ -30,6 +30,8 @@ _SAMPLES = 960
 """Samples per 20 ms Opus frame at 48 kHz."""
 _FPS = 15
 _WIDTH, _HEIGHT = 320, 180
+_BAR = 16
+"""Width of the pattern's bar in pixels."""
 
 
 class SyntheticError(ValueError):
@@ -83,6 +85,14 @@ async def play_audio(source: Source, samples: array.array[int]) -> None:
         await asyncio.sleep(max(0.0, start + pts / _RATE - time.monotonic()))
 
 
+def pattern(count: int, line_size: int) -> bytes:
+    """The luma plane of frame ``count``: a bright bar on a dark field, moving right and wrapping at the edge."""
+    x = (count * 8) % (_WIDTH - _BAR)
+    row = bytearray([40]) * line_size
+    row[x : x + _BAR] = bytes([220]) * _BAR
+    return bytes(row) * _HEIGHT
+
+
 async def play_video(source: Source) -> None:
     """Encode a moving bar pattern to VP8 at 15 fps into ``source`` until it closes; keyframes on request."""
     encoder: Any = av.CodecContext.create("libvpx", "w")
@@ -96,10 +106,7 @@ async def play_video(source: Source) -> None:
     while not source.closed:
         frame = av.VideoFrame(_WIDTH, _HEIGHT, "yuv420p")
         luma, *chroma = frame.planes
-        x = (count * 8) % _WIDTH
-        row = bytearray([40] * luma.line_size)
-        row[x : x + 16] = bytes([220] * 16)
-        luma.update(bytes(row) * _HEIGHT)
+        luma.update(pattern(count, luma.line_size))
         for plane in chroma:
             plane.update(bytes([128]) * plane.buffer_size)
         frame.pts, frame.time_base = count * 90000 // _FPS, fractions.Fraction(1, 90000)

@@ -313,6 +313,20 @@ async def test_a_synthetic_publisher_is_heard_and_seen(server: LoopbackServer, c
     await bob.wait_count("track_unsubscribed", 2)
 
 
+async def test_a_synthetic_publisher_is_seen_by_a_later_subscriber(server: LoopbackServer, connect: Connect) -> None:
+    await server.add_participant("demo", "caller", video="pattern")
+    for _ in range(int(WAIT / 0.1)):  # 3 s of video: its pattern has wrapped at the frame's edge by then
+        (video,) = server.received("caller")
+        if video.frames >= 45:
+            break
+        await asyncio.sleep(0.1)
+    assert video.frames >= 45, f"the synthetic video stopped after {video.frames} frames"
+    bob = await connect("bob")
+    subscribed(bob)
+    track, _, _ = await bob.wait_for("track_subscribed")
+    await video_frames(track, 5)
+
+
 async def test_the_server_hears_a_client(server: LoopbackServer, connect: Connect) -> None:
     alice = await connect("alice")
     async with tone(alice.room) as publication:

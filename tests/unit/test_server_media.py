@@ -12,6 +12,7 @@ import rtcstack.testing
 from rtcstack import _vocab
 from rtcstack.testing._forward import Source, keyframe_of
 from rtcstack.testing._media import accept_layers, offered_sections, unsupported
+from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
 
 OFFER = "\r\n".join(
@@ -231,6 +232,14 @@ def test_stats_report_what_arrived() -> None:
     stats = source.stats()
     assert (stats.packets, stats.frames, stats.keyframes, stats.audio_level_dbfs) == (1, 1, 1, -20.0)
     assert stats.last_received_at is not None and stats.mime_type == "audio/opus"
+
+
+def test_the_synthetic_pattern_fills_its_plane_in_every_frame() -> None:
+    # two sweeps across the width: the bar wraps at the edge instead of growing the row past the plane
+    for count in range(2 * 320 // 8):
+        plane = pattern(count, 320)
+        assert len(plane) == 320 * 180, count
+        assert plane[:320].count(220) == 16, count
 
 
 def test_every_track_source_has_a_name() -> None:
