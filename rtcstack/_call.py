@@ -436,9 +436,19 @@ class Call(EventEmitter):
         if room is None or room is self._media_room:
             return
         self._media_room = room
+        if not self._options.auto_subscribe:
+            self._resubscribe(room)
         kept = self._publications.kept()
         if kept:
             self._spawn(self._republish(room, kept))
+
+    def _resubscribe(self, room: RoomLike) -> None:
+        """Without auto-subscribe a fresh Room subscribes to nothing: ask it for what the app was subscribed to."""
+        for identity, sid in self._subscriptions.told():
+            participant = room.remote_participants.get(identity)
+            publication = participant.track_publications.get(sid) if participant is not None else None
+            if publication is not None and not publication.subscribed:
+                publication.set_subscribed(True)
 
     async def _republish(self, room: RoomLike, kept: list[Published]) -> None:
         for entry in kept:

@@ -183,6 +183,10 @@ class Subscriptions:
             Emit("track_unsubscribed", (participant, self._told.pop(key)[1].model_copy(update=_OFF))) for key in keys
         ]
 
+    def told(self) -> list[Key]:
+        """Every subscription the app was told of and not told the end of."""
+        return list(self._told)
+
     def hold(self) -> None:
         """A reconnect episode began."""
         self._held = True

@@ -3,7 +3,8 @@
 One behaviour per test: a tone published through the call is heard again after a rejoin; a track published directly
 on `call.room` is published again and an unpublished one is not; `audio_stream` follows a participant across a
 resume, a full restart and a rejoin and ends when they leave; `track_subscribed` comes once per real subscription;
-`data_received` tells reliable from lossy.
+`data_received` tells reliable from lossy; without auto-subscribe, what the app subscribed is subscribed again after a
+rejoin.
 """
 
 from __future__ import annotations
@@ -210,6 +211,29 @@ async def test_audio_stream_follows_a_participant_across_faults_and_ends_when_th
     await stream.aclose()
     assert call._followers == [] and not stream._closing
     assert not [t for t in asyncio.all_tasks() if _of_a_stream(t)], "a task of the ended stream is still running"
+
+
+async def test_without_auto_subscribe_what_the_app_subscribed_is_subscribed_again_after_a_rejoin(
+    server: LoopbackServer,
+) -> None:
+    await server.add_participant("demo", "caller", audio="tone:440")
+    options = CallOptions(reconnect=FAST, auto_subscribe=False)
+    call = create_call(server.url, server.token("alice", room="demo"), options=options)
+    try:
+        await call.connect()
+        stream = call.audio_stream("caller")
+        (publication,) = call.room.remote_participants["caller"].track_publications.values()
+        assert not publication.subscribed
+        subscribed = asyncio.ensure_future(call.wait_for("track_subscribed", timeout=WAIT))
+        publication.set_subscribed(True)  # the app's own choice, which the fresh Room of a rejoin does not know
+        await subscribed
+        assert level((await next_frames(stream, 50))[25:]) > 1000
+        await quick_rejoin(server, call)
+        assert level((await next_frames(stream, FRESH))[-50:]) > 1000
+        (again,) = call.room.remote_participants["caller"].track_publications.values()
+        assert again.subscribed and again.sid == publication.sid
+    finally:
+        await call.disconnect()
 
 
 def _of_a_stream(task: asyncio.Task[Any]) -> bool:
