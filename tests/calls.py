@@ -30,3 +30,13 @@ async def within(what: str, awaitable: Awaitable[_T], timeout: float = WAIT) -> 
         return await asyncio.wait_for(awaitable, timeout)
     except asyncio.TimeoutError:
         pytest.fail(f"{what} did not happen within {timeout:g} s")
+
+
+async def until(predicate: Callable[[], bool], what: str = "", timeout: float = WAIT) -> None:
+    """Poll `predicate` (server-side state and snapshots have no event to wait on) until it holds."""
+
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110  (server-side state has no event to wait on)
+            await asyncio.sleep(0.02)
+
+    await within(what or f"the condition of line {predicate.__code__.co_firstlineno}", poll(), timeout)

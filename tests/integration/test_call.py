@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,7 @@ from rtcstack import (
 )
 from rtcstack._tokens import decode_token
 from rtcstack.testing import LoopbackServer
-from tests.calls import WAIT, CallFactory, expect, within
+from tests.calls import CallFactory, expect, until, within
 
 if TYPE_CHECKING:
     from conftest import Gated
@@ -46,16 +45,6 @@ seen_task: set[asyncio.Future[None]] = set()
 
 def names(events: list[CallEvent], *only: str) -> list[str]:
     return [e.name for e in events if not only or e.name in only]
-
-
-async def until(predicate: Callable[[], bool], what: str = "", timeout: float = WAIT) -> None:
-    """Poll `predicate` (server-side state and snapshots have no event to wait on) until it holds."""
-
-    async def poll() -> None:
-        while not predicate():  # noqa: ASYNC110  (server-side state has no event to wait on)
-            await asyncio.sleep(0.02)
-
-    await within(what or f"the condition of line {predicate.__code__.co_firstlineno}", poll(), timeout)
 
 
 async def flushed(server: LoopbackServer, call: Call) -> None:

@@ -16,6 +16,7 @@ from rtcstack.testing._media import MediaPeer
 from rtcstack.testing._session import Session
 from tests.audio import level
 from tests.audio import tone as playing_tone
+from tests.calls import until
 
 if TYPE_CHECKING:
     from conftest import Client, Connect
@@ -187,11 +188,7 @@ async def test_a_track_published_while_the_server_answers_a_join_reaches_the_joi
     joining = asyncio.create_task(connect("bob", options=options))
     await asyncio.wait_for(made.wait(), WAIT)
     async with tone(alice.room):
-        for _ in range(int(WAIT / 0.05)):
-            if server.received("alice"):
-                break
-            await asyncio.sleep(0.05)
-        assert server.received("alice"), "the server never received alice's tone"
+        await until(lambda: bool(server.received("alice")), "the server receiving alice's tone", WAIT)
         go_on.set()
         bob = await joining
         subscribed(bob)
@@ -315,12 +312,8 @@ async def test_a_synthetic_publisher_is_heard_and_seen(server: LoopbackServer, c
 
 async def test_a_synthetic_publisher_is_seen_by_a_later_subscriber(server: LoopbackServer, connect: Connect) -> None:
     await server.add_participant("demo", "caller", video="pattern")
-    for _ in range(int(WAIT / 0.1)):  # 3 s of video: its pattern has wrapped at the frame's edge by then
-        (video,) = server.received("caller")
-        if video.frames >= 45:
-            break
-        await asyncio.sleep(0.1)
-    assert video.frames >= 45, f"the synthetic video stopped after {video.frames} frames"
+    # 3 s of video: its pattern has wrapped at the frame's edge by then
+    await until(lambda: server.received("caller")[0].frames >= 45, "45 frames of the synthetic video", WAIT)
     bob = await connect("bob")
     subscribed(bob)
     track, _, _ = await bob.wait_for("track_subscribed")
