@@ -12,7 +12,8 @@ Every error rtcstack raises derives from one root::
      │    ├── AuthRejectedError          the server refused a token that looked valid
      │    └── TokenExpiredError *        (also a TokenError)
      ├── InvalidStateError               a method called in the wrong connection state
-     └── PublishError                    the SDK refused to publish or unpublish a track
+     ├── PublishError                    the SDK refused to publish or unpublish a track
+     └── (rtcstack.testing) LiveKitServerError   a livekit-server or redis-server that cannot be found or started
 
 livekit and httpx errors are wrapped with ``raise ... from exc``. Messages and reprs never contain a token.
 """

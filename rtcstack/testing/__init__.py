@@ -1,8 +1,9 @@
-"""rtcstack.testing: a LiveKit-protocol server on loopback, with fault injection, for tests.
+"""rtcstack.testing: servers to test calls against, with fault injection.
 
-`LoopbackServer` and `ReceivedTrack` (what `LoopbackServer.received` returns) are imported on first use, so that
-the pytest plugin (loaded in every pytest run once rtcstack is installed) imports no aiortc until a test asks for
-the server.
+`LoopbackServer` is a LiveKit-protocol server on loopback (aiortc); `LiveKitServer` runs a real livekit-server
+behind a signal proxy with the same fault surface. Both, and `ReceivedTrack` (what `LoopbackServer.received`
+returns), are imported on first use, so that the pytest plugin (loaded in every pytest run once rtcstack is
+installed) imports no aiortc until a test asks for a server.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._forward import ReceivedTrack
+    from ._livekit import LiveKitServer
     from ._server import LoopbackServer
 
-__all__ = ["LoopbackServer", "ReceivedTrack"]
+__all__ = ["LiveKitServer", "LoopbackServer", "ReceivedTrack"]
 
 
 def __getattr__(name: str) -> object:
@@ -21,6 +23,10 @@ def __getattr__(name: str) -> object:
         from ._server import LoopbackServer
 
         return LoopbackServer
+    if name == "LiveKitServer":
+        from ._livekit import LiveKitServer
+
+        return LiveKitServer
     if name == "ReceivedTrack":
         from ._forward import ReceivedTrack
 

@@ -26,6 +26,7 @@ from livekit.protocol import rtc as pr
 
 from ._cors import enable_cors
 from ._forward import ReceivedTrack, Source
+from ._grants import mint_token
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
 from ._session import Session, SessionConfig
@@ -182,16 +183,17 @@ class LoopbackServer:
         attributes: Mapping[str, str] | None = None,
     ) -> str:
         """Mint a join token for ``identity`` in ``room`` (it may update its own metadata, as in tests you want)."""
-        if kind is not None and kind not in PARTICIPANT_KINDS:
-            raise ValueError(f"unknown participant kind {kind!r}")
-        grants = api.VideoGrants(room_join=True, room=room, can_update_own_metadata=True)
-        token = api.AccessToken(self.api_key, self.api_secret).with_identity(identity).with_grants(grants)
-        token.with_ttl(datetime.timedelta(seconds=ttl))
-        token.claims.name = name or ""
-        token.claims.kind = kind or ""
-        token.claims.metadata = metadata or ""
-        token.claims.attributes = dict(attributes) if attributes else None
-        return token.to_jwt()
+        return mint_token(
+            self.api_key,
+            self.api_secret,
+            identity,
+            room,
+            name=name,
+            ttl=ttl,
+            kind=kind,
+            metadata=metadata,
+            attributes=attributes,
+        )
 
     def _mint_for(self, session: Session, ttl: float) -> str:
         info = session.participant.info
@@ -203,13 +205,18 @@ class LoopbackServer:
             can_publish_data=info.permission.can_publish_data,
             can_update_own_metadata=info.permission.can_update_metadata,
         )
-        token = api.AccessToken(self.api_key, self.api_secret).with_identity(info.identity).with_grants(grants)
-        token.with_ttl(datetime.timedelta(seconds=ttl))
-        token.claims.name = info.name
-        token.claims.kind = _kind_name(info.kind)
-        token.claims.metadata = info.metadata
-        token.claims.attributes = dict(info.attributes) or None
-        return token.to_jwt()
+        return mint_token(
+            self.api_key,
+            self.api_secret,
+            info.identity,
+            session.participant.room,
+            name=info.name,
+            ttl=ttl,
+            kind=_kind_name(info.kind),
+            metadata=info.metadata,
+            attributes=dict(info.attributes) or None,
+            grants=grants,
+        )
 
     def _verify(self, token: str | None) -> Claims | None:
         if not token:
@@ -245,9 +252,11 @@ class LoopbackServer:
         if not ws.can_prepare(request).ok:
             return web.Response(status=404, text="not a websocket upgrade")
         single_pc = request.path.startswith("/rtc/v1")
-        claims = self._verify(bearer_token(request.headers, request.query))
-        if claims is None:
+        token = bearer_token(request.headers, request.query)
+        claims = self._verify(token)
+        if claims is None or token is None:
             return web.Response(status=401, text="invalid token")
+        expires_at = float(jwt.decode(token, options={"verify_signature": False}).get("exp", 0))
         video = claims.video
         if video is None or not video.room_join or not video.room:
             return web.Response(status=401, text="permission denied: no room_join grant")
@@ -270,9 +279,9 @@ class LoopbackServer:
         await ws.prepare(request)
         self._rejected.discard(claims.identity)
         if join.reconnect:
-            await self._resume(ws, request, video.room, claims.identity, join.participant_sid)
+            await self._resume(ws, request, video.room, claims.identity, join.participant_sid, expires_at)
         else:
-            await self._join(ws, request, video.room, claims, join, single_pc=single_pc)
+            await self._join(ws, request, video.room, claims, join, single_pc=single_pc, expires_at=expires_at)
         return ws
 
     async def _join(
@@ -284,6 +293,7 @@ class LoopbackServer:
         join: pr.JoinRequest,
         *,
         single_pc: bool,
+        expires_at: float,
     ) -> None:
         video = claims.video
         assert video is not None
@@ -323,6 +333,7 @@ class LoopbackServer:
             router=self.router,
             auto_subscribe=join.connection_settings.auto_subscribe if join.HasField("connection_settings") else True,
         )
+        session.token_expires_at = expires_at
         participant.sink = session
         self._sessions = {s for s in self._sessions if not s.finished}
         self._sessions.add(session)
@@ -330,7 +341,7 @@ class LoopbackServer:
         await session.join(ws, request, join)
 
     async def _resume(
-        self, ws: web.WebSocketResponse, request: web.Request, room: str, identity: str, sid: str
+        self, ws: web.WebSocketResponse, request: web.Request, room: str, identity: str, sid: str, expires_at: float
     ) -> None:
         participant = self.registry.participant(room, identity)
         session = participant.sink if participant is not None else None
@@ -346,6 +357,7 @@ class LoopbackServer:
             await ws.send_bytes(pr.SignalResponse(leave=leave).SerializeToString())
             await ws.close()
             return
+        session.token_expires_at = expires_at
         await session.resume(ws, request)
 
     def _take_refusal(self, identity: str) -> int | None:

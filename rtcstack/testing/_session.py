@@ -116,6 +116,8 @@ class Session:
         self.auto_subscribe = auto_subscribe
         self.pings_paused = False
         self.closed = False
+        self.token_expires_at = 0.0
+        """When the token of the latest join or resume expires (epoch s): a pushed token lasts at least as long."""
         self._channel: _Channel | None = None
         self._publisher: MediaPeer | None = None
         self._subscriber: MediaPeer | None = None
@@ -222,7 +224,7 @@ class Session:
         if self.closed:  # replaced or removed while answering: close what was made after _shutdown looked
             await self._close_peers()
         elif self.config.token_refresh_interval is not None:
-            self.refresh_token(max(600.0, self.config.token_refresh_interval * 2))
+            self.refresh_token(self._pushed_ttl())
             self._refresher = asyncio.create_task(self._refresh_periodically(self.config.token_refresh_interval))
         await self._serve(channel)
 
@@ -253,6 +255,8 @@ class Session:
         self.send(pr.SignalResponse(update=pr.ParticipantUpdate(participants=self.registry.others(self.participant))))
         if drop == "disconnect_signal_on_resume":
             channel.finish()
+        elif self.config.token_refresh_interval is not None:
+            self.refresh_token(self._pushed_ttl())  # as LiveKit does after every resume
         logger.debug("%r resumed", self)
         if self._subscriber is not None:
             # as LiveKit does, offer the subscriber connection again: an answer lost with the old socket would
@@ -650,7 +654,12 @@ class Session:
     async def _refresh_periodically(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.refresh_token(max(600.0, interval * 2))
+            self.refresh_token(self._pushed_ttl())
+
+    def _pushed_ttl(self) -> float:
+        """As LiveKit: 10 minutes, or longer when the client's own token lasts longer (and past the next push)."""
+        interval = self.config.token_refresh_interval or 0.0
+        return max(600.0, interval * 2, self.token_expires_at - time.time())
 
     def _start_departure(self) -> None:
         loop = asyncio.get_running_loop()

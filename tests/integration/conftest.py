@@ -1,4 +1,9 @@
-"""Fixtures for the integration suite: a LoopbackServer and real ``livekit.rtc.Room`` clients that record events."""
+"""Fixtures for the integration suite: a server and real ``livekit.rtc.Room`` clients that record events.
+
+The ``server`` fixture is a LoopbackServer, or, for a test marked ``@pytest.mark.servers("loopback", "livekit")``
+(module-wide through ``pytestmark``), one run on each: a LoopbackServer and a real livekit-server (`LiveKitServer`,
+found as $LIVEKIT_SERVER_BIN; scripts/test sets it). A failing test on livekit-server shows the server's log.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,9 @@ from aiohttp import web
 from livekit import rtc
 
 from rtcstack import Call, create_call
-from rtcstack.testing import LoopbackServer
+from rtcstack.testing import LiveKitServer, LoopbackServer
 from tests.calls import CallFactory
+from tests.servers import AnyServer
 
 WAIT = 15.0
 """Upper bound for any single expected event (never reached when things work)."""
@@ -96,17 +102,50 @@ Connect = Callable[..., Awaitable[Client]]
 Gated = Callable[..., Awaitable[tuple[LoopbackServer, "Gate"]]]
 
 
+_LIVEKIT_LOG = pytest.StashKey[LiveKitServer]()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run each test that uses ``server`` on the kinds its ``servers`` marker names (LoopbackServer by default)."""
+    if "server_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("servers")
+        metafunc.parametrize("server_kind", marker.args if marker is not None else ("loopback",))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failing test on livekit-server gets the tail of the server's log in its report."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    server = item.stash.get(_LIVEKIT_LOG, None)
+    if report.failed and server is not None:
+        try:
+            text = server.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            text = [f"(unreadable: {exc})"]
+        tail = "\n".join(line[:300] for line in text[-80:])  # a line can hold a whole SDP
+        report.sections.append((f"livekit-server log {server.log_path} (last 80 lines)", tail))
+
+
 @pytest.fixture
-async def server(request: pytest.FixtureRequest) -> AsyncIterator[LoopbackServer]:
-    """A started server; override constructor arguments with ``parametrize("server", [{...}], indirect=True)``."""
+async def server(
+    request: pytest.FixtureRequest, server_kind: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[AnyServer]:
+    """A started server of `server_kind`. Override a LoopbackServer's constructor arguments with
+    ``parametrize("server", [{...}], indirect=True)``."""
+    if server_kind == "livekit":
+        async with LiveKitServer(departure_timeout=5.0, log_dir=tmp_path_factory.mktemp("livekit")) as srv:
+            request.node.stash[_LIVEKIT_LOG] = srv
+            yield srv
+        return
     options: dict[str, Any] = {"ping_interval": 1, "ping_timeout": 15, "departure_timeout": 5.0}
     options.update(getattr(request, "param", {}))
-    async with LoopbackServer(**options) as srv:
-        yield srv
+    async with LoopbackServer(**options) as lsrv:
+        yield lsrv
 
 
 @pytest.fixture
-async def connect(server: LoopbackServer) -> AsyncIterator[Connect]:
+async def connect(server: AnyServer) -> AsyncIterator[Connect]:
     """``await connect("alice", room="demo", options=None, token=None)``: a connected Client, closed at teardown."""
     clients: list[Client] = []
 
@@ -177,7 +216,7 @@ async def gated() -> AsyncIterator[Gated]:
 
 
 @pytest.fixture
-async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+async def make_call(server: AnyServer) -> AsyncIterator[CallFactory]:
     """``make_call("alice", room="demo", **create_call_kwargs)``; every call is disconnected at teardown."""
     calls: list[Call] = []
 

@@ -1,10 +1,11 @@
-"""The Call facade with the real livekit SDK against LoopbackServer: states, roster, quality, reasons, handlers."""
+"""The Call facade with the real livekit SDK, on LoopbackServer and livekit-server: states, roster, quality, reasons,
+handlers."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 import pytest
 from livekit import rtc
@@ -20,6 +21,7 @@ from rtcstack import (
 from rtcstack._tokens import decode_token
 from rtcstack.testing import LoopbackServer
 from tests.calls import CallFactory, expect, until, within
+from tests.servers import BOTH, AnyServer, listed, remove, until_listed
 
 if TYPE_CHECKING:
     from conftest import Gated
@@ -43,29 +45,27 @@ def recorder(call: Call) -> list[CallEvent]:
 seen_task: set[asyncio.Future[None]] = set()
 
 
+pytestmark = pytest.mark.servers(*BOTH)
+
+
 def names(events: list[CallEvent], *only: str) -> list[str]:
     return [e.name for e in events if not only or e.name in only]
 
 
-async def flushed(server: LoopbackServer, call: Call) -> None:
-    """Everything the server sent `call` before now has been handled: a quality update sent now came through."""
-    assert call.local_participant is not None
-    identity = call.local_participant.identity
-    seen: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+async def metadata_seen(sender: Call, receiver: Call, metadata: str) -> None:
+    """`sender` sets its metadata and `receiver` sees it: a signal round trip on both servers, so whatever the
+    server sent `receiver` before has been handled."""
+    assert sender.local_participant is not None
+    identity = sender.local_participant.identity
 
-    def mark(participant: Any, quality: str) -> None:
-        if participant.identity == identity and quality == "good" and not seen.done():
-            seen.set_result(None)
+    def seen() -> bool:
+        return any(p.identity == identity and p.metadata == metadata for p in receiver.participants)
 
-    call.on("connection_quality_changed", mark)
-    try:
-        await server.set_connection_quality(identity, "good")
-        await within(f"a quality update reaching {identity}", seen)
-    finally:
-        call.off("connection_quality_changed", mark)
+    await sender.room.local_participant.set_metadata(metadata)
+    await until(seen, f"{identity}'s metadata {metadata!r} reaching the other call")
 
 
-async def test_connect_and_disconnect(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_connect_and_disconnect(server: AnyServer, make_call: CallFactory) -> None:
     call = make_call("alice")
     states: list[tuple[str, str]] = []
     call.on("state_changed", lambda new, old: states.append((old, new)))
@@ -74,21 +74,21 @@ async def test_connect_and_disconnect(server: LoopbackServer, make_call: CallFac
     assert call.connection_state == "connected"
     assert call.local_participant is not None and call.local_participant.identity == "alice"
     assert call.local_participant.is_local and call.participants == []
-    assert server.participants("demo") == ["alice"]
+    assert await listed(server, "demo") == ["alice"]
     assert isinstance(call.room, rtc.Room)
     await call.disconnect()
     assert states == [("idle", "connecting"), ("connecting", "connected"), ("connected", "disconnected")]
     assert call.disconnect_reason == "client_initiated"
-    await until(lambda: server.participants("demo") == [])
+    await until_listed(server, "demo", [])
 
 
-async def test_async_with(server: LoopbackServer) -> None:
+async def test_async_with(server: AnyServer) -> None:
     async with create_call(server.url, server.token("alice", room="demo")) as call:
         assert call.connection_state == "connected"
     assert call.connection_state == "disconnected"
 
 
-async def test_roster_join_update_leave(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_roster_join_update_leave(server: AnyServer, make_call: CallFactory) -> None:
     alice = make_call("alice")
     await alice.connect()
     events = recorder(alice)
@@ -101,7 +101,8 @@ async def test_roster_join_update_leave(server: LoopbackServer, make_call: CallF
     assert [p.identity for p in bob.participants] == ["alice"]
     await bob.room.local_participant.set_metadata("hello")
     await until(lambda: alice.participants[0].metadata == "hello")
-    await server.add_participant("demo", "agent", name="Agent", kind="agent")
+    agent = rtc.Room()
+    await agent.connect(server.url, server.token("agent", room="demo", name="Agent", kind="agent"))
     await until(lambda: [p.identity for p in alice.participants] == ["bob", "agent"])
     assert alice.participants[1].kind == "agent" and alice.participants[1].name == "Agent"
     leaving = expect(alice, "participant_left")
@@ -112,8 +113,10 @@ async def test_roster_join_update_leave(server: LoopbackServer, make_call: CallF
     assert ("participant_updated", "bob") in [
         (e.name, e.participant.identity) for e in events if e.participant is not None
     ]
+    await agent.disconnect()
 
 
+@pytest.mark.servers("loopback")  # scripted quality
 async def test_quality_local_and_remote(server: LoopbackServer, make_call: CallFactory) -> None:
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
@@ -142,6 +145,7 @@ TERMINAL = [
 ]
 
 
+@pytest.mark.servers("loopback")  # a leave with any reason
 @pytest.mark.parametrize("reason", TERMINAL)
 async def test_server_leave_reason_is_our_string(server: LoopbackServer, make_call: CallFactory, reason: str) -> None:
     call = make_call("alice")
@@ -153,7 +157,16 @@ async def test_server_leave_reason_is_our_string(server: LoopbackServer, make_ca
     assert call.connection_state == "disconnected" and call.disconnect_reason == reason
 
 
-async def test_delete_room(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_removed_by_the_room_service_is_participant_removed(server: AnyServer, make_call: CallFactory) -> None:
+    call = make_call("alice")
+    await call.connect()
+    ending = expect(call, "disconnected")
+    await remove(server, "demo", "alice")
+    ended = await ending
+    assert ended.reason == "participant_removed" and call.disconnect_reason == "participant_removed"
+
+
+async def test_delete_room(server: AnyServer, make_call: CallFactory) -> None:
     call = make_call("alice")
     await call.connect()
     ending = expect(call, "disconnected")
@@ -162,7 +175,7 @@ async def test_delete_room(server: LoopbackServer, make_call: CallFactory) -> No
     assert ended.reason == "room_deleted"
 
 
-async def test_resume_after_signal_drop_keeps_the_roster(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_resume_after_signal_drop_keeps_the_roster(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
     await bob.connect()
@@ -178,23 +191,23 @@ async def test_resume_after_signal_drop_keeps_the_roster(server: LoopbackServer,
     assert names(events, "participant_joined", "participant_left") == []
 
 
-async def test_full_restart_has_no_roster_churn(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_full_restart_has_no_roster_churn(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
     await bob.connect()
     await until(lambda: len(alice.participants) == 1)
     events = recorder(alice)
     reconnected = expect(alice, "reconnected")
-    await server.leave("alice", reason="unknown", action="reconnect")
+    await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
     await reconnected
-    await flushed(server, alice)  # any late re-announcement came before this: it must not show as churn
+    await metadata_seen(bob, alice, "after")  # any late re-announcement came before this: it must not show as churn
     await until(lambda: alice._pending_leaves == {}, "the leaves the SDK reported during the restart being decided")
     assert names(events, "reconnecting", "reconnected") == ["reconnecting", "reconnected"]
     assert names(events, "participant_joined", "participant_left") == []
     assert [p.identity for p in alice.participants] == ["bob"]
 
 
-async def test_duplicate_identity(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_duplicate_identity(server: AnyServer, make_call: CallFactory) -> None:
     first = make_call("alice")
     await first.connect()
     second = make_call("alice")
@@ -213,6 +226,7 @@ async def test_connect_twice_is_an_error(make_call: CallFactory) -> None:
     assert call.connection_state == "connected"
 
 
+@pytest.mark.servers("loopback")  # the server only mints the token
 async def test_timed_out_connect_closes_the_room(server: LoopbackServer) -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # accept and never answer: the signal upgrade hangs
@@ -263,7 +277,7 @@ async def test_disconnect_while_connecting(gated: Gated) -> None:
     assert not call.room.isconnected()
 
 
-async def test_bad_token_is_auth_rejected(server: LoopbackServer) -> None:
+async def test_bad_token_is_auth_rejected(server: AnyServer) -> None:
     other = LoopbackServer(api_secret="not-the-same-secret-at-all-0123456789")
     token = other.token("alice", room="demo")
     call = create_call(server.url, token)
@@ -275,7 +289,7 @@ async def test_bad_token_is_auth_rejected(server: LoopbackServer) -> None:
 
 
 async def test_raising_and_async_handlers(
-    server: LoopbackServer, make_call: CallFactory, caplog: pytest.LogCaptureFixture
+    server: AnyServer, make_call: CallFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     call = make_call("alice")
     order: list[str] = []
@@ -299,6 +313,23 @@ async def test_raising_and_async_handlers(
     assert any(r.name == "rtcstack" and r.exc_info and "handler bug" in str(r.exc_info[1]) for r in caplog.records)
 
 
+@pytest.mark.parametrize("ttl", [120, 1800])
+async def test_the_token_the_server_pushes_at_join(server: AnyServer, ttl: int) -> None:
+    """As LiveKit: right after the join the server pushes a token valid for 10 minutes, or until the joining token
+    expires if that is later; the call adopts it when it expires later than its own."""
+    token = server.token("alice", room="demo", ttl=ttl)
+    async with create_call(server.url, token) as call:
+        before = call.token_expires_at
+        await until(lambda: call.room._token != token, "the server's push at join")  # where the SDK keeps it
+        pushed = decode_token(call.room._token).expires_at
+        assert pushed >= before and (pushed - datetime.now(timezone.utc)).total_seconds() > 590
+        if ttl < 600:
+            await until(lambda: call.token_expires_at == pushed, "the call adopting the pushed token")
+        else:
+            assert call.token_expires_at == before == pushed  # nothing to adopt
+
+
+@pytest.mark.servers("loopback")  # a push on demand
 async def test_server_token_refresh_is_adopted(server: LoopbackServer, make_call: CallFactory) -> None:
     call = make_call("alice", ttl=120)
     before = call.token_expires_at
@@ -312,7 +343,7 @@ async def test_server_token_refresh_is_adopted(server: LoopbackServer, make_call
     assert pushed not in repr(call)
 
 
-async def test_data_and_tracks_from_a_remote(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_data_and_tracks_from_a_remote(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
     await bob.connect()
