@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -40,3 +41,19 @@ async def until(predicate: Callable[[], bool], what: str = "", timeout: float = 
             await asyncio.sleep(0.02)
 
     await within(what or f"the condition of line {predicate.__code__.co_firstlineno}", poll(), timeout)
+
+
+_trips = itertools.count()
+
+
+async def round_trip(sender: Call, receiver: Call) -> None:
+    """`sender` changes its metadata and `receiver` sees it: a signal round trip through the server (either kind),
+    so whatever the server sent `receiver` before has been handled by then."""
+    assert sender.local_participant is not None
+    identity, metadata = sender.local_participant.identity, f"round trip {next(_trips)}"
+
+    def seen() -> bool:
+        return any(p.identity == identity and p.metadata == metadata for p in receiver.participants)
+
+    await sender.room.local_participant.set_metadata(metadata)
+    await until(seen, f"{identity}'s metadata {metadata!r} reaching the other call")

@@ -35,3 +35,11 @@ async def remove(server: AnyServer, room: str, identity: str) -> None:
     """RoomService.RemoveParticipant: the participant gets leave(participant_removed)."""
     async with api.LiveKitAPI(server.http_url, server.api_key, server.api_secret) as lk:
         await lk.room.remove_participant(api.RoomParticipantIdentity(room=room, identity=identity))
+
+
+async def force_rejoin(server: AnyServer, identity: str) -> None:
+    """Make the SDK give up at once and the call rejoin with a fresh Room, on either server: the signal is cut,
+    and the SDK's resume and full restart are refused with 401 (its validate too: JOIN_FAILURE, a transient reason);
+    the call's own rejoin then gets in."""
+    server.refuse_joins(count=2, status=401, identity=identity)
+    await server.drop_signal(identity)

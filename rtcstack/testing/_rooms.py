@@ -27,9 +27,6 @@ __all__ = ["Participant", "Room", "RoomRegistry", "Sink", "new_sid"]
 logger = logging.getLogger("rtcstack.testing")
 
 
-_KICKED_KEPT = 256
-
-
 def new_sid(prefix: str) -> str:
     """A LiveKit-style id: ``RM_``, ``PA_``, ``TR_`` followed by 12 random characters."""
     return f"{prefix}_{secrets.token_hex(6)}"
@@ -96,7 +93,6 @@ class RoomRegistry:
     def __init__(self) -> None:
         self._rooms: dict[str, Room] = {}
         self._versions = itertools.count(1)
-        self._kicked: dict[str, pm.DisconnectReason] = {}
         self.departures: list[Callable[[Participant], None]] = []
         """Called with each participant that leaves its room, however it leaves (the media router's hook)."""
         self.data_tracks = DataTrackHub()
@@ -192,20 +188,13 @@ class RoomRegistry:
     def kick(self, participant: Participant, leave: pr.LeaveRequest) -> None:
         """Server-initiated leave: send ``leave``, close the session, remove the participant.
 
-        The reason is remembered by sid (the last 256), so a client whose socket was down when it was sent learns
-        it when it tries to resume (`kicked_reason`).
+        As with LiveKit, a client whose socket was down when it was sent does not learn it: its resume finds no
+        session and is told to reconnect in full.
         """
-        self._kicked[participant.sid] = leave.reason
-        while len(self._kicked) > _KICKED_KEPT:
-            del self._kicked[next(iter(self._kicked))]
         if participant.sink is not None:
             participant.sink.close(leave)
             participant.sink = None
         self.remove(participant, leave.reason)
-
-    def kicked_reason(self, sid: str) -> pm.DisconnectReason | None:
-        """Why the server ended the session ``sid``, if it did (see `kick`)."""
-        return self._kicked.get(sid)
 
     def delete_room(self, name: str, reason: pm.DisconnectReason = pm.ROOM_DELETED) -> bool:
         """Kick everyone with ``reason`` and forget the room. False if there was no such room."""

@@ -346,14 +346,10 @@ class LoopbackServer:
         participant = self.registry.participant(room, identity)
         session = participant.sink if participant is not None else None
         if not isinstance(session, Session) or session.closed or (sid and sid != session.participant.sid):
-            kicked = self.registry.kicked_reason(sid)
-            if kicked is not None:
-                # the server ended this session while its socket was down: the resume learns why, and it is final
-                logger.info("%s tried to resume a session the server ended; telling it why", identity)
-                leave = pr.LeaveRequest(reason=kicked, action=pr.LeaveRequest.DISCONNECT)
-            else:
-                logger.info("%s tried to resume an unknown session; asking for a full reconnect", identity)
-                leave = pr.LeaveRequest(can_reconnect=True, reason=pm.STATE_MISMATCH, action=pr.LeaveRequest.RECONNECT)
+            # also a session the server ended while its socket was down (removed, room deleted): as LiveKit, the
+            # client is not told why but asked for a full reconnect, which joins anew
+            logger.info("%s tried to resume an unknown session; asking for a full reconnect", identity)
+            leave = pr.LeaveRequest(can_reconnect=True, reason=pm.STATE_MISMATCH, action=pr.LeaveRequest.RECONNECT)
             await ws.send_bytes(pr.SignalResponse(leave=leave).SerializeToString())
             await ws.close()
             return

@@ -20,7 +20,7 @@ from rtcstack import (
 )
 from rtcstack._tokens import decode_token
 from rtcstack.testing import LoopbackServer
-from tests.calls import CallFactory, expect, until, within
+from tests.calls import CallFactory, expect, round_trip, until, within
 from tests.servers import BOTH, AnyServer, listed, remove, until_listed
 
 if TYPE_CHECKING:
@@ -50,19 +50,6 @@ pytestmark = pytest.mark.servers(*BOTH)
 
 def names(events: list[CallEvent], *only: str) -> list[str]:
     return [e.name for e in events if not only or e.name in only]
-
-
-async def metadata_seen(sender: Call, receiver: Call, metadata: str) -> None:
-    """`sender` sets its metadata and `receiver` sees it: a signal round trip on both servers, so whatever the
-    server sent `receiver` before has been handled."""
-    assert sender.local_participant is not None
-    identity = sender.local_participant.identity
-
-    def seen() -> bool:
-        return any(p.identity == identity and p.metadata == metadata for p in receiver.participants)
-
-    await sender.room.local_participant.set_metadata(metadata)
-    await until(seen, f"{identity}'s metadata {metadata!r} reaching the other call")
 
 
 async def test_connect_and_disconnect(server: AnyServer, make_call: CallFactory) -> None:
@@ -200,7 +187,7 @@ async def test_full_restart_has_no_roster_churn(server: AnyServer, make_call: Ca
     reconnected = expect(alice, "reconnected")
     await alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
     await reconnected
-    await metadata_seen(bob, alice, "after")  # any late re-announcement came before this: it must not show as churn
+    await round_trip(bob, alice)  # any late re-announcement came before this: it must not show as churn
     await until(lambda: alice._pending_leaves == {}, "the leaves the SDK reported during the restart being decided")
     assert names(events, "reconnecting", "reconnected") == ["reconnecting", "reconnected"]
     assert names(events, "participant_joined", "participant_left") == []

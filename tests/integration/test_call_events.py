@@ -1,4 +1,5 @@
-"""Call events with the real livekit SDK against LoopbackServer: tracks (published, muted, unmuted, local),
+"""Call events with the real livekit SDK, on LoopbackServer and livekit-server: tracks (published, muted, unmuted,
+local),
 active speakers, the roster at connect, and the options that go to the SDK.
 
 Each "nothing was emitted" check is made after a later event of the same signal stream came through (the server
@@ -18,7 +19,10 @@ from livekit import rtc
 from rtcstack import Call, CallOptions, Participant, create_call
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._wire import decode_join_request
-from tests.calls import CallFactory, expect, within
+from tests.calls import CallFactory, expect, round_trip, within
+from tests.servers import BOTH, AnyServer
+
+pytestmark = pytest.mark.servers(*BOTH)
 
 
 def record(call: Call, *names: Any) -> list[tuple[str, tuple[Any, ...]]]:
@@ -26,24 +30,6 @@ def record(call: Call, *names: Any) -> list[tuple[str, tuple[Any, ...]]]:
     for name in names:
         call.on(name, lambda *args, name=name: seen.append((name, args)))
     return seen
-
-
-async def flushed(server: LoopbackServer, call: Call) -> None:
-    """Everything the server sent `call` before now has been handled: a quality update sent now came through."""
-    assert call.local_participant is not None
-    identity = call.local_participant.identity
-    seen = asyncio.get_running_loop().create_future()
-
-    def mark(participant: Any, quality: str) -> None:
-        if participant.identity == identity and quality == "good" and not seen.done():
-            seen.set_result(None)
-
-    call.on("connection_quality_changed", mark)
-    try:
-        await server.set_connection_quality(identity, "good")
-        await within(f"a quality update to {identity}", seen)
-    finally:
-        call.off("connection_quality_changed", mark)
 
 
 async def publish_microphone(call: Call) -> tuple[rtc.LocalAudioTrack, rtc.LocalTrackPublication]:
@@ -54,7 +40,7 @@ async def publish_microphone(call: Call) -> tuple[rtc.LocalAudioTrack, rtc.Local
     return track, publication
 
 
-async def test_remote_track_muted_and_unmuted(server: LoopbackServer, make_call: CallFactory) -> None:
+async def test_remote_track_muted_and_unmuted(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
     await bob.connect()
@@ -171,23 +157,24 @@ async def test_the_local_participant_speaking(make_call: CallFactory) -> None:
     assert alice.local_participant is not None and alice.local_participant.is_speaking
 
 
-async def test_people_already_in_the_room_are_listed_without_joins(
-    server: LoopbackServer, make_call: CallFactory
-) -> None:
+async def test_people_already_in_the_room_are_listed_without_joins(server: AnyServer, make_call: CallFactory) -> None:
     bob = make_call("bob")
     await bob.connect()
-    await server.add_participant("demo", "agent", kind="agent")
+    agent = rtc.Room()
+    await agent.connect(server.url, server.token("agent", room="demo", kind="agent"))
     alice = make_call("alice")
     joined = record(alice, "participant_joined")
     await alice.connect()
     assert [p.identity for p in alice.participants] == ["bob", "agent"]
-    await flushed(server, alice)
+    assert [p.kind for p in alice.participants] == ["standard", "agent"]
+    await round_trip(bob, alice)
     assert joined == []
     carol = make_call("carol")
     joining = expect(alice, "participant_joined")
     await carol.connect()
     newcomer = (await joining).participant
     assert newcomer is not None and newcomer.identity == "carol"
+    await agent.disconnect()
 
 
 def join_recorder(seen: list[tuple[str, bool]]) -> Any:

@@ -1,4 +1,5 @@
-"""The call's media across its own faults, with the real livekit SDK on LoopbackServer (which forwards media).
+"""The call's media across its own faults, with the real livekit SDK on LoopbackServer (which forwards media) and,
+where no LoopbackServer-only hook is needed, on livekit-server.
 
 One behaviour per test: a tone published through the call is heard again after a rejoin; a track published directly
 on `call.room` is published again and an unpublished one is not; `audio_stream` follows a participant across a
@@ -20,6 +21,7 @@ from livekit import rtc
 from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
 from rtcstack.testing import LoopbackServer
 from tests.audio import level, tone
+from tests.servers import BOTH, AnyServer, force_rejoin
 
 if TYPE_CHECKING:
     from conftest import Connect
@@ -32,7 +34,7 @@ CallFactory = Callable[..., Call]
 
 
 @pytest.fixture
-async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+async def make_call(server: AnyServer) -> AsyncIterator[CallFactory]:
     calls: list[Call] = []
 
     def factory(identity: str = "alice") -> Call:
@@ -96,7 +98,7 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = WAIT)
         raise AssertionError(f"{what} did not happen within {timeout} s") from None
 
 
-async def rejoin_after_the_sdk_gives_up(server: LoopbackServer, call: Call) -> None:
+async def rejoin_after_the_sdk_gives_up(server: AnyServer, call: Call) -> None:
     """Refuse alice's resumes until the SDK gives up (~30 s) and the call makes its first rejoin, then let it in."""
     back = asyncio.ensure_future(call.wait_for("reconnected", timeout=90))
     server.refuse_joins(count=1000, status=503, identity="alice")
@@ -106,17 +108,18 @@ async def rejoin_after_the_sdk_gives_up(server: LoopbackServer, call: Call) -> N
     await back
 
 
-async def quick_rejoin(server: LoopbackServer, call: Call) -> None:
-    """A server-initiated leave with a transient reason: the SDK does not resume, the call rejoins at once."""
+async def quick_rejoin(server: AnyServer, call: Call) -> None:
+    """The SDK gives up at once (`force_rejoin`) and the call rejoins with a fresh Room."""
     first = call.room
     back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
-    await server.leave("alice", reason="server_shutdown")
+    await force_rejoin(server, "alice")
     await back
     assert call.room is not first
 
 
+@pytest.mark.servers(*BOTH)
 async def test_a_tone_published_through_the_call_is_heard_again_after_a_rejoin(
-    server: LoopbackServer, connect: Connect, make_call: CallFactory
+    server: AnyServer, connect: Connect, make_call: CallFactory
 ) -> None:
     bob = await connect("bob")
     call = make_call()
@@ -134,8 +137,9 @@ async def test_a_tone_published_through_the_call_is_heard_again_after_a_rejoin(
         assert await heard(bob.room, "alice", again.sid) > 1000
 
 
+@pytest.mark.servers(*BOTH)
 async def test_a_track_published_on_call_room_is_published_again_and_an_unpublished_one_is_not(
-    server: LoopbackServer, connect: Connect, make_call: CallFactory
+    server: AnyServer, connect: Connect, make_call: CallFactory
 ) -> None:
     bob = await connect("bob")
     call = make_call()
@@ -213,6 +217,24 @@ async def test_audio_stream_follows_a_participant_across_faults_and_ends_when_th
     assert not [t for t in asyncio.all_tasks() if _of_a_stream(t)], "a task of the ended stream is still running"
 
 
+@pytest.mark.servers(*BOTH)
+async def test_audio_stream_follows_a_publisher_across_a_rejoin(
+    server: AnyServer, connect: Connect, make_call: CallFactory
+) -> None:
+    bob = await connect("bob")
+    call = make_call()
+    await call.connect()
+    stream = call.audio_stream("bob")
+    async with tone() as track:
+        await bob.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        assert level((await next_frames(stream, 50))[25:]) > 1000
+        await quick_rejoin(server, call)
+        assert level((await next_frames(stream, FRESH))[-50:]) > 1000
+    await bob.room.disconnect()
+    await ends(stream)
+    await stream.aclose()
+
+
 async def test_without_auto_subscribe_what_the_app_subscribed_is_subscribed_again_after_a_rejoin(
     server: LoopbackServer,
 ) -> None:
@@ -266,8 +288,9 @@ async def camera(room: rtc.Room) -> AsyncIterator[None]:
             await player
 
 
+@pytest.mark.servers(*BOTH)
 async def test_video_stream_follows_a_participant_across_a_rejoin(
-    server: LoopbackServer, connect: Connect, make_call: CallFactory
+    server: AnyServer, connect: Connect, make_call: CallFactory
 ) -> None:
     bob = await connect("bob")
     call = make_call()
@@ -329,6 +352,7 @@ async def test_track_subscribed_once_per_real_subscription_across_faults(
     assert events[1:] == [("track_unsubscribed", "caller", sid), ("participant_left", "caller", "")]
 
 
+@pytest.mark.servers(*BOTH)
 async def test_data_received_tells_reliable_from_lossy(connect: Connect, make_call: CallFactory) -> None:
     call = make_call()
     got: asyncio.Queue[tuple[bytes, bool]] = asyncio.Queue()

@@ -1,4 +1,5 @@
-"""Rejoin and token lifecycle with the real livekit SDK against LoopbackServer, one fault per test."""
+"""Rejoin and token lifecycle with the real livekit SDK, one fault per test: on LoopbackServer, and on livekit-server
+where the fault comes from outside the server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from rtcstack import Call, CallEvent, CallOptions, ReconnectPolicy, TokenRefreshError, create_call
 from rtcstack.testing import LoopbackServer
+from tests.servers import BOTH, AnyServer, force_rejoin, listed
 
 WAIT = 20.0
 FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=20, timeout=60)
@@ -20,7 +22,7 @@ CallFactory = Callable[..., Call]
 
 
 @pytest.fixture
-async def make_call(server: LoopbackServer) -> AsyncIterator[CallFactory]:
+async def make_call(server: AnyServer) -> AsyncIterator[CallFactory]:
     calls: list[Call] = []
 
     def factory(identity: str = "alice", *, ttl: float = 600, margin: float = 60.0, **kw: Any) -> Call:
@@ -68,7 +70,8 @@ async def test_transient_server_leave_rejoins_through_refused_joins(
     assert server.participants("demo") == ["bob", "alice"]
 
 
-async def test_sdk_gives_up_then_the_call_rejoins(server: LoopbackServer, make_call: CallFactory) -> None:
+@pytest.mark.servers(*BOTH)
+async def test_sdk_gives_up_then_the_call_rejoins(server: AnyServer, make_call: CallFactory) -> None:
     """The SDK's own resume budget (~30 s of refused resumes) runs out; the call rejoins with a fresh Room."""
     call = make_call()
     await call.connect()
@@ -179,7 +182,8 @@ async def test_bad_refresher_is_refused_and_the_old_token_kept(
     assert (await ended).reason == "token_expired"
 
 
-async def test_server_refreshed_token_carries_a_rejoin(server: LoopbackServer, make_call: CallFactory) -> None:
+@pytest.mark.servers(*BOTH)
+async def test_server_refreshed_token_carries_a_rejoin(server: AnyServer, make_call: CallFactory) -> None:
     """No app refresher: the token LiveKit pushes at join is the one the rejoin uses after the app's expired."""
     call = make_call(ttl=2, margin=0.5)
     refreshed = expect(call, "token_refreshed")
@@ -188,7 +192,7 @@ async def test_server_refreshed_token_carries_a_rejoin(server: LoopbackServer, m
     assert event.expires_at is not None and event.expires_at == call.token_expires_at
     await asyncio.sleep(2.2)
     reconnected = expect(call, "reconnected")
-    await server.leave("alice", reason="server_shutdown")
+    await force_rejoin(server, "alice")
     await reconnected
 
 
@@ -219,13 +223,16 @@ async def _attempt(call: Call, n: int, timeout: float = WAIT) -> None:
         pytest.fail(f"reconnect attempt {n} did not happen within {timeout:g} s")
 
 
-async def test_room_deleted_while_resuming(server: LoopbackServer, make_call: CallFactory) -> None:
+@pytest.mark.servers(*BOTH)
+async def test_a_room_deleted_while_resuming_is_joined_anew(server: AnyServer, make_call: CallFactory) -> None:
+    """As LiveKit: the leave sent while the signal is down is lost; the resume finds no session and is told to
+    reconnect in full, which joins the room again (a new one of that name)."""
     call = make_call()
     await call.connect()
-    ended = expect(call, "disconnected")
-    reconnecting = expect(call, "reconnecting")
+    reconnected, reconnecting = expect(call, "reconnected"), expect(call, "reconnecting")
     await server.drop_signal("alice")
     await reconnecting
     await server.delete_room("demo")
-    event = await ended
-    assert event.reason == "room_deleted"
+    await reconnected
+    assert call.connection_state == "connected" and call.disconnect_reason is None
+    assert await listed(server, "demo") == ["alice"]

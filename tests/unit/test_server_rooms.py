@@ -182,16 +182,3 @@ def test_data_goes_to_everyone_but_the_sender_or_only_to_its_destinations() -> N
     assert [p.user.payload for p in bob_sink.data] == [b"all", b"sid"]
     assert [p.user.payload for p in carol_sink.data] == [b"all", b"dm"]
     registry.send_data("nowhere", pm.DataPacket(user=pm.UserPacket(payload=b"x")))
-
-
-def test_a_kick_is_remembered_by_sid_for_a_late_resume() -> None:
-    registry = RoomRegistry()
-    alice, sink = _join(registry, "alice")
-    assert registry.kicked_reason(alice.sid) is None
-    registry.delete_room("r")
-    assert registry.kicked_reason(alice.sid) == pm.ROOM_DELETED
-    assert sink.closed_with[0] is not None and sink.closed_with[0].reason == pm.ROOM_DELETED
-    for _ in range(300):
-        other, _ = _join(registry, "other", room="busy")
-        registry.kick(other, pr.LeaveRequest(reason=pm.PARTICIPANT_REMOVED))
-    assert registry.kicked_reason(alice.sid) is None
