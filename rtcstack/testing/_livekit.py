@@ -118,7 +118,7 @@ class NodeConfig:
     redis_address: str | None = None
 
     def yaml(self) -> str:
-        """The ``--config-body`` (JSON is YAML; livekit-server rejects unknown keys)."""
+        """The config body (JSON is YAML; livekit-server rejects unknown keys)."""
         body: dict[str, object] = {
             "port": self.http_port,
             "bind_addresses": ["127.0.0.1"],
@@ -140,8 +140,17 @@ class NodeConfig:
 class Process:
     """One server process: started, waited for until it answers, stopped without an orphan."""
 
-    def __init__(self, argv: list[str], log_path: Path, ready_url: str | None, what: str, start_timeout: float) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        log_path: Path,
+        ready_url: str | None,
+        what: str,
+        start_timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.argv = argv
+        self.env = {**os.environ, **env} if env else None
         self.log_path = log_path
         self.ready_url = ready_url
         self.what = what
@@ -161,7 +170,11 @@ class Process:
             log.flush()
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT
+                    *self.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=self.env,
                 )
             except OSError as exc:
                 raise LiveKitServerError(f"cannot start {self.what} ({self.argv[0]}): {exc}") from exc
@@ -304,11 +317,12 @@ class LiveKitServer:
         while True:
             config = self._config = self._node_config()
             self._process = Process(
-                [str(self.binary), "--config-body", config.yaml()],
+                [str(self.binary)],
                 log_dir / "livekit-server.log",
                 f"http://127.0.0.1:{config.http_port}/",
                 f"livekit-server on port {config.http_port}",
                 self._start_timeout,
+                env={"LIVEKIT_CONFIG": config.yaml()},  # not in argv: the keys would show in ps
             )
             try:
                 await self._process.start()

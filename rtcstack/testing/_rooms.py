@@ -8,6 +8,7 @@ both drive the model through these methods.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import secrets
@@ -73,6 +74,9 @@ class Room:
     info: pm.Room
     participants: dict[str, Participant] = field(default_factory=dict)
     data_nonces: NonceFilter = field(default_factory=NonceFilter)
+    batched: dict[str, pm.ParticipantInfo] = field(default_factory=dict)
+    """Updates about non-publishers waiting for the next flush, by identity (the latest one of each)."""
+    flush: asyncio.TimerHandle | None = None
 
     @property
     def name(self) -> str:
@@ -90,8 +94,11 @@ class Room:
 class RoomRegistry:
     """All rooms of one server. Rooms open on the first join and close when the last participant leaves."""
 
-    def __init__(self) -> None:
+    def __init__(self, update_interval: float = 0.0) -> None:
         self._rooms: dict[str, Room] = {}
+        self._update_interval = update_interval
+        """As LiveKit (3 s): how long a joined / active / left update about a non-publisher waits to be sent, batched
+        with others and superseded by a later one about the same participant; 0 sends each at once."""
         self._versions = itertools.count(1)
         self.departures: list[Callable[[Participant], None]] = []
         """Called with each participant that leaves its room, however it leaves (the media router's hook)."""
@@ -160,7 +167,7 @@ class RoomRegistry:
             self._detach(old, pm.DUPLICATE_IDENTITY)
         target.participants[info.identity] = participant
         logger.debug("%s joined %s as %s", info.identity, room, info.sid)
-        self._announce(participant, include_self=False)
+        self._announce(participant, include_self=False, batched=True)
         return target
 
     def set_state(self, participant: Participant, state: pm.ParticipantInfo.State) -> None:
@@ -168,7 +175,7 @@ class RoomRegistry:
         if participant.info.state == state or not self._present(participant):
             return
         participant.info.state = state
-        self._announce(participant, include_self=True)
+        self._announce(participant, include_self=True, batched=True)
 
     def remove(self, participant: Participant, reason: pm.DisconnectReason = pm.CLIENT_INITIATED) -> bool:
         """Take a participant out of its room (others see state DISCONNECTED); close the room if it empties.
@@ -181,8 +188,7 @@ class RoomRegistry:
         self._detach(participant, reason)
         room = self._rooms[participant.room]
         if not room.participants:
-            del self._rooms[room.name]
-            logger.debug("room %s closed", room.name)
+            self._close(room)
         return True
 
     def kick(self, participant: Participant, leave: pr.LeaveRequest) -> None:
@@ -204,7 +210,7 @@ class RoomRegistry:
         leave = pr.LeaveRequest(reason=reason, action=pr.LeaveRequest.DISCONNECT)
         for participant in list(room.participants.values()):
             self.kick(participant, leave)
-        self._rooms.pop(name, None)
+        self._close(room)
         return True
 
     # -- participant changes ------------------------------------------------------------------------------------
@@ -330,19 +336,46 @@ class RoomRegistry:
                 return removed
         return None
 
-    def _announce(self, participant: Participant, *, include_self: bool) -> None:
-        participant.info.version = next(self._versions)
-        update = pr.SignalResponse(update=pr.ParticipantUpdate(participants=[participant.info]))
+    def _announce(self, participant: Participant, *, include_self: bool, batched: bool = False) -> None:
+        """Tell the room about ``participant``. A ``batched`` update about a non-publisher waits for the next flush
+        (`update_interval`), as LiveKit sends state changes; any other update goes at once, with what was waiting."""
+        info = participant.info
+        info.version = next(self._versions)
+        room = self._rooms.get(participant.room)
+        if room is None:
+            return
+        if batched and not info.is_publisher and self._update_interval > 0:
+            waiting = pm.ParticipantInfo()
+            waiting.CopyFrom(info)
+            room.batched[info.identity] = waiting
+            if room.flush is None:
+                room.flush = asyncio.get_running_loop().call_later(self._update_interval, self._flush, room)
+            return
+        room.batched.pop(info.identity, None)
+        update = pr.SignalResponse(update=pr.ParticipantUpdate(participants=[info]))
         self.broadcast(participant.room, update, exclude=() if include_self else (participant,))
+
+    def _close(self, room: Room) -> None:
+        if self._rooms.get(room.name) is room:
+            del self._rooms[room.name]
+            logger.debug("room %s closed", room.name)
+        if room.flush is not None:
+            room.flush.cancel()
+            room.flush = None
+
+    def _flush(self, room: Room) -> None:
+        room.flush = None
+        updates, room.batched = list(room.batched.values()), {}
+        if updates and self._rooms.get(room.name) is room:
+            self.broadcast(room.name, pr.SignalResponse(update=pr.ParticipantUpdate(participants=updates)))
 
     def _detach(self, participant: Participant, reason: pm.DisconnectReason) -> None:
         room = self._rooms[participant.room]
         del room.participants[participant.identity]
         participant.info.state = pm.ParticipantInfo.DISCONNECTED
         participant.info.disconnect_reason = reason
-        participant.info.version = next(self._versions)
         logger.debug("%s left %s (%s)", participant.identity, room.name, pm.DisconnectReason.Name(reason))
-        self.broadcast(room.name, pr.SignalResponse(update=pr.ParticipantUpdate(participants=[participant.info])))
+        self._announce(participant, include_self=False, batched=True)
         for departure in self.departures:
             departure(participant)
 

@@ -57,7 +57,9 @@ class LoopbackServer:
     (seconds) go to clients in the JoinResponse; a detached session (socket lost, no resume) leaves its room after
     ``departure_timeout``. With ``token_refresh`` the server pushes a fresh token at join and every
     ``token_refresh_interval`` seconds, as LiveKit does. A token is accepted until ``token_leeway`` seconds past its
-    ``exp`` (60, as LiveKit; less makes "the server refuses an expired token" quick to test).
+    ``exp`` (60, as LiveKit; less makes "the server refuses an expired token" quick to test). As LiveKit, the
+    joins, state changes and leaves of participants who publish nothing are sent to the room in batches every
+    ``update_interval`` seconds (3), the latest of each participant only; anything else at once.
     """
 
     def __init__(
@@ -73,15 +75,18 @@ class LoopbackServer:
         ping_timeout: int = 15,
         departure_timeout: float = 20.0,
         token_leeway: float = 60.0,
+        update_interval: float = 3.0,
     ) -> None:
         if ping_interval <= 0 or ping_timeout <= 0:
             raise ValueError("ping_interval and ping_timeout must be positive (0 breaks the SDK)")
         if not 0 <= token_leeway < float("inf"):
             raise ValueError("token_leeway must be a finite number of seconds >= 0")
+        if not 0 <= update_interval < float("inf"):
+            raise ValueError("update_interval must be a finite number of seconds >= 0")
         self.host = host
         self.api_key = api_key
         self.api_secret = api_secret if api_secret is not None else secrets.token_urlsafe(32)
-        self.registry = RoomRegistry()
+        self.registry = RoomRegistry(update_interval)
         self.router = MediaRouter(self.registry)
         self.registry.departures.append(self.router.left)
         self._port = port

@@ -386,9 +386,18 @@ class Session:
             self.registry.kick(self.participant, leave)
 
     def _speak(self, active: bool) -> None:
+        """As LiveKit: a speaker update goes to the speaker and to those subscribed to one of its tracks."""
         speaker = pm.SpeakerInfo(sid=self.participant.sid, level=0.9 if active else 0.0, active=active)
         message = pr.SignalResponse(speakers_changed=pr.SpeakersChanged(speakers=[speaker]))
-        self.registry.broadcast(self.participant.room, message)
+        room = self.registry.room(self.participant.room)
+        tracks = {track.sid for track in self.participant.info.tracks}
+        for other in list(room.participants.values()) if room is not None else []:
+            if other is self.participant or (isinstance(other.sink, Session) and other.sink.receives(tracks)):
+                other.send(message)
+
+    def receives(self, track_sids: set[str]) -> bool:
+        """Whether the client is sent one of these tracks."""
+        return not self._outlets.keys().isdisjoint(track_sids)
 
     def _respond(self, request_id: int, reason: pr.RequestResponse.Reason, message: str = "") -> None:
         self.send(
