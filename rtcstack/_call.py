@@ -78,6 +78,8 @@ logger = logging.getLogger("rtcstack")
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 _STATUS = re.compile(r"\b([45]\d\d)\b")
+_PORT_AND_PATH = re.compile(r"\d+(/.*)?")
+"""What follows "host:" in a URL written without a scheme ("localhost:7880" parses as scheme "localhost")."""
 _REFRESH_RETRY_MAX = 30.0
 _UNEXPLAINED_LEAVE_GRACE = 0.25
 """Seconds a leave with no disconnect reason waits before it is applied (see `Call._on_participant_disconnected`)."""
@@ -115,10 +117,24 @@ def normalize_url(url: object) -> str:
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         shown = parts.scheme or "(none)"
-        raise ConfigError(f"url scheme must be ws, wss, http or https, not {shown}")
+        hint = _scheme_hint(url) if not parts.scheme or _PORT_AND_PATH.fullmatch(parts.path) else ""
+        raise ConfigError(f"url scheme must be ws, wss, http or https, not {shown}{hint}")
     if not parts.hostname:
         raise ConfigError("url has no host")
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def _scheme_hint(url: str) -> str:
+    """The "did you mean 'wss://...'?" for a URL written without a scheme (ws:// for a loopback host), or ""."""
+    if "://" in url or "?" in url or "@" in url:  # a scheme of its own, or a query or userinfo that may hold secrets
+        return ""
+    local = url.startswith(("localhost", "127.", "[::1]"))
+    guess = ("ws://" if local else "wss://") + url
+    try:
+        normalize_url(guess)
+    except ConfigError:
+        return ""
+    return f"; did you mean {guess!r}?"
 
 
 def classify_connect_error(message: str, *, token_expired: bool) -> tuple[DisconnectReason, bool]:
