@@ -100,14 +100,14 @@ def make_call(
     **options: Any,
 ) -> Call:
     token = token or mint()
-    extra = {"clock": clock} if clock is not None else {}
+    extra = {"_clock": clock} if clock is not None else {}
     return Call(
         URL,
         token,
         decode_token(token),
         token_refresher=refresher,
         options=CallOptions(**options),
-        room_factory=rooms,
+        _room_factory=rooms,
         **extra,
     )
 
