@@ -15,7 +15,7 @@ from livekit import rtc
 
 from rtcstack import ConfigError
 from rtcstack.testing import LoopbackServer, ReceivedTrack, audio_track
-from tests.calls import CallFactory, within
+from tests.calls import CallFactory, expect, within
 
 
 async def test_wait_joined_returns_when_the_participant_joins(server: LoopbackServer, make_call: CallFactory) -> None:
@@ -120,3 +120,29 @@ async def test_audio_track_refuses_a_bad_spec_with_a_config_error(spec: object, 
     with pytest.raises(ConfigError, match=re.escape(message)):
         async with audio_track(spec):  # type: ignore[arg-type]  # some deliberately of the wrong type
             pass
+
+
+async def test_received_counts_are_per_track_across_a_resume_and_a_restart(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """A resume keeps the track, and its counts go on; the SDK's full restart publishes a new track, counted anew."""
+    call = make_call("bot")
+    await call.connect()
+    async with audio_track() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        first = await server.wait_heard("bot", timeout=15)
+        assert first.track_sid == info.sid
+
+        back = expect(call, "reconnected")
+        await server.drop_signal("bot")  # the SDK resumes
+        await within("reconnected after the resume", back)
+        resumed = await server.wait_heard("bot", frames=first.frames + 50, timeout=15)
+        assert resumed.track_sid == first.track_sid
+        assert [t.track_sid for t in server.received("bot")] == [first.track_sid]
+
+        back = expect(call, "reconnected")
+        await server.leave("bot", reason="unknown", action="reconnect")  # the SDK's full restart: a new session
+        await within("reconnected after the restart", back)
+        restarted = await server.wait_heard("bot", timeout=15)
+        assert restarted.track_sid != first.track_sid
+        assert [t.track_sid for t in server.received("bot")] == [restarted.track_sid]
