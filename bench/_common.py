@@ -90,5 +90,5 @@ def timed_call(url: str, token: str) -> Call:
         decode_token(token),
         token_refresher=None,
         options=CallOptions(),
-        room_factory=TimedRoom,
+        _room_factory=TimedRoom,
     )

@@ -78,6 +78,8 @@ logger = logging.getLogger("rtcstack")
 
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 _STATUS = re.compile(r"\b([45]\d\d)\b")
+_PORT_AND_PATH = re.compile(r"\d+(/.*)?")
+"""What follows "host:" in a URL written without a scheme ("localhost:7880" parses as scheme "localhost")."""
 _REFRESH_RETRY_MAX = 30.0
 _UNEXPLAINED_LEAVE_GRACE = 0.25
 """Seconds a leave with no disconnect reason waits before it is applied (see `Call._on_participant_disconnected`)."""
@@ -115,10 +117,24 @@ def normalize_url(url: object) -> str:
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None:
         shown = parts.scheme or "(none)"
-        raise ConfigError(f"url scheme must be ws, wss, http or https, not {shown}")
+        hint = _scheme_hint(url) if not parts.scheme or _PORT_AND_PATH.fullmatch(parts.path) else ""
+        raise ConfigError(f"url scheme must be ws, wss, http or https, not {shown}{hint}")
     if not parts.hostname:
         raise ConfigError("url has no host")
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def _scheme_hint(url: str) -> str:
+    """The "did you mean 'wss://...'?" for a URL written without a scheme (ws:// for a loopback host), or ""."""
+    if "://" in url or "?" in url or "@" in url:  # a scheme of its own, or a query or userinfo that may hold secrets
+        return ""
+    local = url.startswith(("localhost", "127.", "[::1]"))
+    guess = ("ws://" if local else "wss://") + url
+    try:
+        normalize_url(guess)
+    except ConfigError:
+        return ""
+    return f"; did you mean {guess!r}?"
 
 
 def classify_connect_error(message: str, *, token_expired: bool) -> tuple[DisconnectReason, bool]:
@@ -161,21 +177,22 @@ class Call(EventEmitter):
         self,
         url: str,
         token: str,
-        claims: TokenClaims,
+        _claims: TokenClaims,
         *,
         token_refresher: Refresher | None,
         options: CallOptions,
-        room_factory: Callable[[], RoomLike] = rtc.Room,
-        clock: Callable[[], datetime] = _utcnow,
+        _room_factory: Callable[[], RoomLike] = rtc.Room,
+        _clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        """Internal: use `create_call()`. The underscored arguments are for rtcstack's own tests and benchmarks."""
         super().__init__()
         self._url = url
         self._token = token
-        self._claims = claims
+        self._claims = _claims
         self._refresher = token_refresher
         self._options = options
-        self._room_factory = room_factory
-        self._clock = clock
+        self._room_factory = _room_factory
+        self._clock = _clock
         self._machine = CallMachine(options.reconnect)
         self._roster = Roster()
         self._room: RoomLike | None = None
@@ -216,6 +233,16 @@ class Call(EventEmitter):
     def local_participant(self) -> Participant | None:
         """The local participant's snapshot, or None before the first connect."""
         return self._local
+
+    @property
+    def identity(self) -> str:
+        """The local participant's identity, from the token (known before connect; a refreshed token keeps it)."""
+        return self._claims.identity
+
+    @property
+    def room_name(self) -> str:
+        """The name of the room, from the token (known before connect; a refreshed token keeps it)."""
+        return self._claims.room
 
     @property
     def token_expires_at(self) -> datetime:
@@ -414,7 +441,7 @@ class Call(EventEmitter):
         if participant is not None:
             for publication in participant.track_publications.values():
                 if (publication.source, publication.kind) == (stream.source, kind) and publication.track is not None:
-                    stream.attach(publication.track)
+                    stream._attach(publication.track)
         return stream
 
     def _unfollow(self, stream: MediaStream[Any]) -> None:
@@ -470,7 +497,7 @@ class Call(EventEmitter):
         self._departures.flush(participant.identity)
         self._run(self._subscriptions.left(participant))
         for stream in [s for s in self._followers if s.identity == participant.identity]:
-            stream.end()
+            stream._end()
 
     # -- the pump ----------------------------------------------------------------------------------------------
 
@@ -525,7 +552,7 @@ class Call(EventEmitter):
         self._roster.clear()
         self._departures.drop()
         for stream in list(self._followers):
-            stream.end()
+            stream._end()
         self._publications.clear()
         self._subscriptions.clear()
         self._media_room = None
@@ -551,7 +578,7 @@ class Call(EventEmitter):
         self._room = self._last_room = room
         self._room_state = None
         for stream in self._followers:  # the tracks of an earlier Room are gone with it
-            stream.detach()
+            stream._detach()
         self._attach(room)
         self._room_budget = budget
         task = self._room_connect = asyncio.ensure_future(room.connect(self._url, token, self._room_options(budget)))
@@ -739,13 +766,13 @@ class Call(EventEmitter):
                 publication.source,
                 publication.kind,
             ):
-                stream.attach(track)
+                stream._attach(track)
         self._run(self._subscriptions.subscribed(self._known(participant), track_info_from_sdk(publication)))
 
     def _on_track_unsubscribed(self, track: Any, publication: Any, participant: Any) -> None:
         for stream in self._followers:
             if stream.track is track:
-                stream.detach()
+                stream._detach()
         sid = publication.sid
         self._departures.add(
             participant.identity, lambda: self._run(self._subscriptions.unsubscribed(self._known(participant), sid))

@@ -5,12 +5,14 @@ Handlers run in registration order, synchronously inside ``_emit``. A handler ma
 ``async def`` handler): it runs as a task the emitter tracks, and ``_aclose_handlers`` awaits or cancels it.
 A handler that raises, in its own call or in its task, is logged on the ``rtcstack`` logger with its
 traceback and never stops the others. ``on``/``once`` are overloaded per event name, so mypy checks each
-handler's signature against the table of ``EVENT_ARGS``.
+handler's signature against the table of ``EVENT_ARGS``; at run time ``on``/``once`` refuse a handler whose
+signature cannot take them, for users who do not run mypy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import inspect
 import logging
@@ -183,7 +185,27 @@ class EventStream(Buffered[CallEvent]):
 
 def _check_name(name: object) -> None:
     if not isinstance(name, str) or name not in _KNOWN_EVENTS:
-        raise ConfigError(f"unknown event name {name!r}; expected one of: {', '.join(EVENT_NAMES)}")
+        hint = ""
+        if isinstance(name, str):
+            near = difflib.get_close_matches(name.lower(), EVENT_NAMES, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(f"unknown event name {name!r}{hint}; expected one of: {', '.join(EVENT_NAMES)}")
+
+
+def _check_signature(name: str, handler: _Handler) -> None:
+    """Refuse a handler that cannot be called with the positional arguments of ``name`` events."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):  # a builtin or extension callable that tells no signature: it can only be tried
+        return
+    args = tuple(_ARG_INDEX[name])
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        passed = f"{len(args)} argument{'s' if len(args) > 1 else ''} ({', '.join(args)})" if args else "no argument"
+        raise ConfigError(
+            f"handler {_describe(handler)}{signature} cannot take what {name!r} passes: {passed} ({exc})"
+        ) from None
 
 
 def _describe(handler: _Handler) -> str:
@@ -256,7 +278,11 @@ class EventEmitter:
     @overload
     def on(self, name: Literal["data_received"], handler: None = None) -> Callable[[_DataH], _DataH]: ...
     def on(self, name: str, handler: _Handler | None = None) -> Any:
-        """Call ``handler`` on every ``name`` event; returns it. Without ``handler``, returns a decorator."""
+        """Call ``handler`` on every ``name`` event; returns it. Without ``handler``, returns a decorator.
+
+        Raises ``ConfigError`` for an unknown name (with the nearest known one) and for a handler whose signature
+        cannot take the event's positional arguments (``EVENT_ARGS``; ``*args`` and defaults are fine).
+        """
         return self._register(name, handler, once=False)
 
     @overload
@@ -345,6 +371,7 @@ class EventEmitter:
     def _add(self, name: str, handler: _Handler, once: bool) -> None:
         if not callable(handler):
             raise ConfigError(f"handler for {name!r} must be callable, got {type(handler).__name__}")
+        _check_signature(name, handler)
         self._handlers[name] = (*self._handlers.get(name, ()), (handler, once))
 
     def _set_entries(self, name: str, entries: tuple[_Entry, ...]) -> None:

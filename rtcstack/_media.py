@@ -259,9 +259,10 @@ class Departures:
 class MediaStream(Buffered[_Event]):
     """Frames of one remote participant's track of one source, across whatever Room and track carry it.
 
-    `attach()` points it at a subscribed SDK track (opening an SDK stream on it), `detach()` lets it wait for the
-    next one, `end()` finishes it. Iterate it with `async for`; the iteration ends after `end()`, and `aclose()`
-    ends it from the reader's side. Nothing of it runs after it ended and its closes finished.
+    The call drives it: `_attach()` points it at a subscribed SDK track (opening an SDK stream on it), `_detach()`
+    lets it wait for the next one, `_end()` finishes it. Iterate it with `async for`; the iteration ends after the
+    call ends it, and `aclose()` ends it from the reader's side. Nothing of it runs after it ended and its closes
+    finished.
     """
 
     def __init__(
@@ -295,11 +296,11 @@ class MediaStream(Buffered[_Event]):
         """The SDK track frames come from now, or None."""
         return self._track
 
-    def attach(self, track: Any) -> None:
+    def _attach(self, track: Any) -> None:
         """Read frames from `track` (a subscribed remote track of this participant and source) from now on."""
         if self._ended or track is self._track:
             return
-        self.detach()
+        self._detach()
         try:
             inner = self._open(track)
         except Exception as exc:  # an FFI request the core refused: the stream waits for the next track
@@ -310,7 +311,7 @@ class MediaStream(Buffered[_Event]):
         self._track, self._inner = track, inner
         self._pipe = self._spawn(self._run(inner))
 
-    def detach(self) -> None:
+    def _detach(self) -> None:
         """The track went away: close what read it and wait for the next one."""
         pipe, inner = self._pipe, self._inner
         self._pipe = self._track = self._inner = None
@@ -320,12 +321,12 @@ class MediaStream(Buffered[_Event]):
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
 
-    def end(self) -> None:
+    def _end(self) -> None:
         """No more frames: the participant left, the call ended, or the reader closed the stream."""
         if self._ended:
             return
         self._ended = True
-        self.detach()
+        self._detach()
         self._wake()
         self._on_end(self)
 
@@ -337,7 +338,7 @@ class MediaStream(Buffered[_Event]):
     async def aclose(self) -> None:
         """End the stream now and wait until its SDK stream is closed."""
         self._buffer.clear()
-        self.end()
+        self._end()
         while self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 

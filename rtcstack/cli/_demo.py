@@ -9,7 +9,8 @@ c. signal drop and resume: the server cuts your signal socket; the call shows ``
    ``reconnected``, and the roster does not change;
 d. token expiry: the call's first token is short-lived; it enters the refresh margin (``token_expired``), the app's
    refresher mints a new one (``token_refreshed``); once the first token is past its expiry the server drops the
-   call, and the rejoin (``reconnecting`` ... ``reconnected``) works with the refreshed token;
+   call with a leave that allows no resume, and the call's rejoin with a fresh Room (``reconnecting`` ...
+   ``reconnected``) works with the refreshed token;
 e. room deleted: the call ends with ``disconnected (room_deleted)``.
 
 On Linux the demo first moves into a private network namespace (`reexec_in_netns`): libwebrtc ignores ``lo``, so
@@ -283,7 +284,10 @@ async def _step_d(story: Story) -> str:
         raise StepFailed("the call rejoined but holds an expired token")
     left = format_left((call.token_expires_at - _utcnow()).total_seconds())
     refreshed = "once" if len(story.refreshes) == 1 else f"{len(story.refreshes)} times"
-    return f"refreshed {refreshed}; rejoined (attempt {event.attempt}) with {left} left on the token"
+    # the leave allows no resume (action disconnect): the SDK makes none, so the call's rejoin is the episode's
+    # attempt 1 (the README: the SDK's own resume, when it makes one, is attempt 1, and the rejoins come after it)
+    how = "rejoined with a fresh Room" + (" (the server allowed no resume)" if event.attempt == 1 else "")
+    return f"refreshed {refreshed}; {how}, with {left} left on the token"
 
 
 async def _step_e(story: Story) -> str:

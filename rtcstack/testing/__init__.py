@@ -1,9 +1,9 @@
 """rtcstack.testing: servers to test calls against, with fault injection.
 
 `LoopbackServer` is a LiveKit-protocol server on loopback (aiortc); `LiveKitServer` runs a real livekit-server
-behind a signal proxy with the same fault surface. Both, and `ReceivedTrack` (what `LoopbackServer.received`
-returns), are imported on first use, so that the pytest plugin (loaded in every pytest run once rtcstack is
-installed) imports no aiortc until a test asks for a server.
+behind a signal proxy with the same fault surface; `audio_track` is a local track playing a tone or a WAV file.
+They, and `ReceivedTrack` (what `LoopbackServer.received` returns), are imported on first use, so that the pytest
+plugin (loaded in every pytest run once rtcstack is installed) imports no aiortc until a test asks for a server.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._audio import audio_track
     from ._forward import ReceivedTrack
     from ._livekit import LiveKitServer
     from ._server import LoopbackServer
 
-__all__ = ["LiveKitServer", "LoopbackServer", "ReceivedTrack"]
+__all__ = ["LiveKitServer", "LoopbackServer", "ReceivedTrack", "audio_track"]
 
 
 def __getattr__(name: str) -> object:
@@ -31,4 +32,8 @@ def __getattr__(name: str) -> object:
         from ._forward import ReceivedTrack
 
         return ReceivedTrack
+    if name == "audio_track":
+        from ._audio import audio_track
+
+        return audio_track
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -230,6 +230,8 @@ class Source:
         self.last_received_at: datetime.datetime | None = None
         self.audio_level_dbfs: float | None = None
         self.keyframe_requester: Callable[[], None] | None = None
+        self.on_frame: Callable[[], None] | None = None
+        """Called after each frame is delivered (set by the router when the source is published)."""
 
     def __repr__(self) -> str:
         return f"<Source {self.kind} {self.track_sid} outlets={len(self.outlets)}>"
@@ -275,6 +277,8 @@ class Source:
         self.keyframes += keyframe
         for outlet in list(self.outlets):
             outlet.put(data, timestamp, clock_rate, keyframe, layer)
+        if self.on_frame is not None:
+            self.on_frame()
 
     def deliver_level(self, rms: float) -> None:
         """The level of synthetic audio, from its samples (full scale = 1.0)."""

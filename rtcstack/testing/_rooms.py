@@ -102,6 +102,8 @@ class RoomRegistry:
         self._versions = itertools.count(1)
         self.departures: list[Callable[[Participant], None]] = []
         """Called with each participant that leaves its room, however it leaves (the media router's hook)."""
+        self.arrivals: list[Callable[[Participant], None]] = []
+        """Called with each participant that joins a room (the server's waits)."""
         self.data_tracks = DataTrackHub()
 
     # -- queries ------------------------------------------------------------------------------------------------
@@ -168,6 +170,8 @@ class RoomRegistry:
         target.participants[info.identity] = participant
         logger.debug("%s joined %s as %s", info.identity, room, info.sid)
         self._announce(participant, include_self=False, batched=True)
+        for arrived in self.arrivals:
+            arrived(participant)
         return target
 
     def set_state(self, participant: Participant, state: pm.ParticipantInfo.State) -> None:

@@ -8,7 +8,7 @@ publisher leaves. No media passes through here; outlets and peer connections are
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 from livekit.protocol import rtc as pr
@@ -41,6 +41,8 @@ class MediaRouter:
         self._registry = registry
         self._sources: dict[str, tuple[Participant, Source]] = {}
         self._subscribed: set[str] = set()
+        self.on_frame: Callable[[], None] | None = None
+        """Called after each frame any published source receives (the server's waits)."""
 
     def source(self, track_sid: str) -> Source | None:
         entry = self._sources.get(track_sid)
@@ -49,6 +51,7 @@ class MediaRouter:
     def publish(self, publisher: Participant, source: Source) -> None:
         """Register ``source`` and offer it to everyone in the room who auto-subscribes."""
         self._sources[source.track_sid] = (publisher, source)
+        source.on_frame = self.on_frame
         logger.debug("%s publishes %r", publisher.identity, source)
         for subscriber in self._subscribers(publisher.room, exclude=publisher):
             if subscriber.auto_subscribe:

@@ -33,6 +33,7 @@ from ._session import Session, SessionConfig
 from ._synthetic import play_audio, play_video, read_audio
 from ._tables import CONNECTION_QUALITIES, DISCONNECT_REASONS, LEAVE_ACTIONS, PARTICIPANT_KINDS, QUALITY_SCORES
 from ._twirp import RoomService
+from ._waits import Waits
 from ._wire import BadRequest, bearer_token, decode_join_request, legacy_join_request
 
 __all__ = ["LoopbackServer"]
@@ -89,6 +90,9 @@ class LoopbackServer:
         self.registry = RoomRegistry(update_interval)
         self.router = MediaRouter(self.registry)
         self.registry.departures.append(self.router.left)
+        self._waits = Waits()
+        self.registry.arrivals.append(self._waits.changed)
+        self.router.on_frame = self._waits.changed
         self._port = port
         self._config = SessionConfig(
             ping_interval=ping_interval,
@@ -516,12 +520,81 @@ class LoopbackServer:
         return list(found.participants) if found else []
 
     def received(self, identity: str, room: str | None = None) -> list[ReceivedTrack]:
-        """What the server receives from each track ``identity`` publishes (in ``room`` if given), in order.
+        """What the server receives from each track ``identity`` publishes now (in ``room`` if given), in order.
 
         Per track: its source and kind, RTP packets, encoded frames, keyframes, when the last packet arrived and,
-        for audio, the level in dBFS. LookupError if there is no such participant.
+        for audio, the level in dBFS. Counts are per track: they start at its publish and go on across the SDK's
+        resume; a track published again (after an unpublish, the SDK's full restart or a rejoin: a new session) is
+        a new track whose counts start at zero, and tracks no longer published are not listed. An empty list: the
+        participant is there and publishes nothing. ``LookupError`` while there is no such participant (not joined
+        yet, or gone): `wait_joined` and `wait_heard` wait for one.
         """
-        return self.router.received(self.registry.find(identity, room))
+        try:
+            participant = self.registry.find(identity, room)
+        except LookupError as exc:
+            raise LookupError(f"{exc} (not joined yet, or gone): wait_joined() waits for one") from None
+        return self.router.received(participant)
+
+    async def wait_joined(self, identity: str, timeout: float | None = 10) -> None:
+        """Return once ``identity`` is in a room (at once if it is); ``TimeoutError`` after ``timeout`` seconds
+        (None: no limit), naming the rooms and who is in them."""
+
+        def joined() -> bool | None:
+            return True if self._present(identity) else None
+
+        def failure() -> str:
+            return f"{identity!r} did not join within {timeout:g} s; {self._who_is_here()}"
+
+        await self._waits.until(joined, timeout, failure)
+
+    async def wait_heard(
+        self, identity: str, frames: int = 50, min_dbfs: float = -50, timeout: float | None = 10
+    ) -> ReceivedTrack:
+        """The first audio track of ``identity`` the server has received ``frames`` frames of (20 ms each with
+        Opus) at a level of ``min_dbfs`` or more (the latest packets'), waiting for them (and for ``identity`` to
+        join) up to ``timeout`` seconds (None: no limit). The counts are `received`'s: per track, so after a
+        rejoin the new track needs its own ``frames``. ``TimeoutError`` says what the server got instead."""
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames must be an int >= 1, not {frames!r}")
+        if isinstance(min_dbfs, bool) or not isinstance(min_dbfs, (int, float)) or not -127 <= min_dbfs <= 0:
+            raise ValueError(f"min_dbfs must be a level between -127 and 0 dBFS, not {min_dbfs!r}")
+
+        def heard() -> ReceivedTrack | None:
+            for track in self._audio_of(identity):
+                level = track.audio_level_dbfs
+                if track.frames >= frames and level is not None and level >= min_dbfs:
+                    return track
+            return None
+
+        def failure() -> str:
+            missed = f"{identity!r} was not heard within {timeout:g} s ({frames} frames at {min_dbfs:g} dBFS or more)"
+            if not self._present(identity):
+                return f"{missed}: it is in no room; {self._who_is_here()}"
+            tracks = self._audio_of(identity)
+            if not tracks:
+                return f"{missed}: it publishes no audio track"
+            got = "; ".join(
+                f"{t.source} {t.track_sid}: {t.frames} frames, "
+                + ("no level" if t.audio_level_dbfs is None else f"{t.audio_level_dbfs:.1f} dBFS")
+                for t in tracks
+            )
+            return f"{missed}; its audio: {got}"
+
+        return await self._waits.until(heard, timeout, failure)
+
+    def _present(self, identity: str) -> bool:
+        return any(identity in room.participants for room in self.registry.rooms())
+
+    def _audio_of(self, identity: str) -> list[ReceivedTrack]:
+        if not self._present(identity):
+            return []
+        return [t for t in self.router.received(self.registry.find(identity)) if t.kind == "audio"]
+
+    def _who_is_here(self) -> str:
+        rooms = self.registry.rooms()
+        if not rooms:
+            return "no room is open"
+        return "in the rooms: " + "; ".join(f"{r.name}: {', '.join(r.participants) or 'nobody'}" for r in rooms)
 
     def _session(self, identity: str) -> Session:
         participant = self.registry.find(identity)

@@ -168,7 +168,9 @@ async def test_demo_plays_every_step_of_the_story(cli: Start) -> None:
         assert re.search(rf"^  ok    {key}\. {re.escape(label)} ", text, re.M), key
     assert text.endswith(" s\n")
     assert "all 5 steps passed in " in text.splitlines()[-1]
-    assert stories.index("- agent left") > stories.index("== e. room deleted")
+    rejoin = next(s for s in stories if s.startswith("ok d. "))
+    assert "rejoined with a fresh Room (the server allowed no resume), with " in rejoin, rejoin
+    assert "attempt" not in rejoin, "attempt 1 is the SDK's own resume in the README's words"
     assert not JWT.search(out)
 
 

@@ -54,7 +54,7 @@ async def test_a_reconnect_starting_as_connect_returns_is_not_ended_early(server
         decode_token(token),
         token_refresher=None,
         options=CallOptions(),
-        room_factory=ReconnectingAsItConnects,
+        _room_factory=ReconnectingAsItConnects,
     )
     states_at_reconnected: list[Any] = []
     call.on("reconnected", lambda: states_at_reconnected.append(call.room.connection_state))

@@ -100,14 +100,14 @@ def make_call(
     **options: Any,
 ) -> Call:
     token = token or mint()
-    extra = {"clock": clock} if clock is not None else {}
+    extra = {"_clock": clock} if clock is not None else {}
     return Call(
         URL,
         token,
         decode_token(token),
         token_refresher=refresher,
         options=CallOptions(**options),
-        room_factory=rooms,
+        _room_factory=rooms,
         **extra,
     )
 
@@ -149,8 +149,24 @@ SOON = int(time.time()) + 600
         pytest.param(7880, "url must be a non-empty string", id="int"),
         pytest.param(b"wss://example.com", "url must be a non-empty string", id="bytes"),
         pytest.param("ftp://example.com", "url scheme must be ws, wss, http or https, not ftp", id="ftp"),
-        pytest.param("example.com", r"url scheme must be ws, wss, http or https, not \(none\)", id="no-scheme"),
-        pytest.param("localhost:7880", "url scheme must be ws, wss, http or https, not localhost", id="host-port"),
+        pytest.param(
+            "example.com",
+            r"url scheme must be ws, wss, http or https, not \(none\); did you mean 'wss://example.com'\?$",
+            id="no-scheme",
+        ),
+        pytest.param(
+            "localhost:7880",
+            r"url scheme must be ws, wss, http or https, not localhost; did you mean 'ws://localhost:7880'\?$",
+            id="host-port",
+        ),
+        pytest.param(
+            "my-project.livekit.cloud/rtc",
+            r"not \(none\); did you mean 'wss://my-project.livekit.cloud/rtc'\?$",
+            id="no-scheme-path",
+        ),
+        pytest.param("127.0.0.1:7880", r"did you mean 'ws://127.0.0.1:7880'\?$", id="loopback-no-scheme"),
+        pytest.param("example.com?secret=x", r"not \(none\)$", id="no-scheme-no-hint-with-a-query"),
+        pytest.param("ftp:/example.com", r"not ftp$", id="other-scheme-no-hint"),
         pytest.param("ws://", "url has no host", id="no-host"),
         pytest.param("wss:///rtc", "url has no host", id="path-only"),
         pytest.param("ws://:7880", "url has no host", id="port-only"),
@@ -480,10 +496,6 @@ async def _async_handler_raises(*args: object) -> None:
     raise RuntimeError("handler bug")
 
 
-def _takes_three(a: object, b: object, c: object) -> None:
-    """No event has three arguments: each call is a TypeError inside the emitter."""
-
-
 def _raises_cancelled(*args: object) -> None:
     raise asyncio.CancelledError
 
@@ -493,7 +505,6 @@ def _raises_cancelled(*args: object) -> None:
     [
         pytest.param(_sync_raises, id="raises"),
         pytest.param(_async_handler_raises, id="async-raises"),
-        pytest.param(_takes_three, id="wrong-arity"),
         pytest.param(_raises_cancelled, id="raises-CancelledError"),
     ],
 )
@@ -549,8 +560,94 @@ def test_a_handler_that_is_not_callable_is_a_config_error(handler: Any) -> None:
 )
 def test_an_unknown_event_name_is_a_config_error_at_registration(register: Callable[[Call], object]) -> None:
     call = make_call(Rooms())
-    with pytest.raises(ConfigError, match=r"unknown event name '(nope|Connected)'; expected one of: state_changed"):
+    with pytest.raises(ConfigError, match=r"unknown event name '(nope|Connected)'(; did you mean 'connected'\?)?; "):
         register(call)
+
+
+@pytest.mark.parametrize(
+    ("name", "nearest"),
+    [("Connected", "connected"), ("reconected", "reconnected"), ("participant_join", "participant_joined")],
+)
+def test_a_misspelled_event_name_gets_the_nearest_known_one(name: str, nearest: str) -> None:
+    with pytest.raises(ConfigError, match=rf"unknown event name '{name}'; did you mean '{nearest}'\?; expected one of"):
+        make_call(Rooms()).on(name, print)  # type: ignore[call-overload]  # deliberately misspelled
+
+
+def _reason_only(reason: str) -> None:
+    """Takes what "disconnected" passes, nothing else."""
+
+
+def _two_required(reason: str, extra: str) -> None:
+    """Needs one argument more than "disconnected" passes."""
+
+
+@pytest.mark.parametrize(
+    ("name", "handler", "message"),
+    [
+        ("disconnected", lambda: None, r"<lambda>\(\) cannot take what 'disconnected' passes: 1 argument \(reason\)"),
+        ("connected", _reason_only, r"_reason_only\(reason: 'str'\) -> 'None' cannot take what 'connected' passes: "),
+        ("disconnected", _two_required, r"cannot take what 'disconnected' passes: 1 argument \(reason\) \(missing"),
+        ("state_changed", _reason_only, r"'state_changed' passes: 2 arguments \(state, previous\)"),
+        ("reconnecting", lambda *, attempt: None, r"'reconnecting' passes: 1 argument \(attempt\)"),
+    ],
+    ids=["too-few", "too-many", "one-missing", "two-passed", "keyword-only"],
+)
+def test_a_handler_that_cannot_take_the_arguments_is_refused_at_registration(
+    name: str, handler: Callable[..., None], message: str
+) -> None:
+    """Called with the wrong arguments it would raise inside the call, logged where nobody looks: refused at once,
+    by on(), once() and the decorator form alike, and not registered."""
+    call: Any = make_call(Rooms())
+    for register in (lambda: call.on(name, handler), lambda: call.once(name, handler), lambda: call.on(name)(handler)):
+        with pytest.raises(ConfigError, match=message):
+            register()
+    assert call._handlers == {}
+
+
+class _Banner:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def show(self, reason: str) -> None:
+        self.seen.append(reason)
+
+    def __call__(self, *args: object) -> None:
+        self.seen.append(f"called with {args}")
+
+
+async def test_handlers_of_every_shape_that_can_take_the_arguments_are_accepted_and_called() -> None:
+    """*args, defaults, bound methods, functools.partial, callable objects, builtins (no signature to read) and async
+    handlers: all registered, and each is called with the event's arguments."""
+    import functools
+
+    seen: list[object] = []
+    banner = _Banner()
+    call = make_call(Rooms())
+
+    def with_prefix(prefix: str, reason: str) -> None:
+        seen.append((prefix, reason))
+
+    async def later(reason: str) -> None:
+        seen.append(("async", reason))
+
+    call.on("disconnected", lambda *args: seen.append(args))
+    call.on("disconnected", lambda reason, extra="x": seen.append((reason, extra)))
+    call.on("disconnected", banner.show)
+    call.on("disconnected", functools.partial(with_prefix, "partial"))
+    call.on("disconnected", banner)
+    call.on("disconnected", later)
+    call.once("disconnected", print)
+    call.on("connected", functools.partial(with_prefix, "connected", "now"))
+    await call.connect()
+    await call.disconnect()
+    assert seen == [
+        ("connected", "now"),
+        ("client_initiated",),
+        ("client_initiated", "x"),
+        ("partial", "client_initiated"),
+        ("async", "client_initiated"),
+    ]
+    assert banner.seen == ["client_initiated", "called with ('client_initiated',)"]
 
 
 async def test_wait_for_an_unknown_event_is_a_config_error() -> None:

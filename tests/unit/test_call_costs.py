@@ -57,7 +57,7 @@ def make_call(rooms: list[LateRoom]) -> Call:
         return rooms[-1]
 
     options = CallOptions(reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0))
-    return Call("ws://fake", token, decode_token(token), token_refresher=None, options=options, room_factory=factory)
+    return Call("ws://fake", token, decode_token(token), token_refresher=None, options=options, _room_factory=factory)
 
 
 async def test_connect_returns_with_room_connect_not_with_its_late_event() -> None:

@@ -94,14 +94,14 @@ def make_call(rooms: Rooms, token: str | None = None, **kw: Any) -> Call:
     refresher = kw.pop("token_refresher", None)
     clock = kw.pop("clock", None)
     options = CallOptions(**kw)
-    extra = {"clock": clock} if clock is not None else {}
+    extra = {"_clock": clock} if clock is not None else {}
     return Call(
         "ws://fake",
         token,
         decode_token(token),
         token_refresher=refresher,
         options=options,
-        room_factory=rooms,
+        _room_factory=rooms,
         **extra,
     )
 
