@@ -356,3 +356,14 @@ async def test_data_and_tracks_from_a_remote(server: AnyServer, make_call: CallF
     data = await received
     assert (data.data, data.topic) == (b"no topic", None)
     assert data.participant is not None and data.participant.identity == "bob"
+
+
+async def test_an_expired_token_is_refreshed_before_the_join(server: AnyServer) -> None:
+    fresh = server.token("alice", room="demo", ttl=600)
+    call = create_call(server.url, server.token("alice", room="demo", ttl=-5), token_refresher=lambda: fresh)
+    order: list[str] = []
+    for name in ("token_expired", "token_refreshed", "connected"):
+        call.on(name, lambda *_, name=name: order.append(name))
+    async with call:
+        assert order[:3] == ["token_expired", "token_refreshed", "connected"]
+        assert await listed(server, "demo") == ["alice"]
