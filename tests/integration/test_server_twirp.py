@@ -53,6 +53,7 @@ async def test_list_participants_of_an_unknown_room_is_empty(lkapi: api.LiveKitA
 async def test_remove_participant(server: LoopbackServer, connect: Connect, lkapi: api.LiveKitAPI) -> None:
     alice = await connect("alice")
     bob = await connect("bob")
+    await alice.wait_for("participant_connected", lambda p: p.identity == "bob")  # else its leave is news of nobody
 
     await lkapi.room.remove_participant(api.RoomParticipantIdentity(room="demo", identity="bob"))
 

@@ -135,7 +135,11 @@ def b64(data: bytes) -> str:
 
 GOOD = mint()
 HEADER, PAYLOAD, SIGNATURE = GOOD.split(".")
-SOON = int(time.time()) + 600
+
+
+def soon() -> int:
+    """An ``exp`` ten minutes from now (from when the test runs, not from collection: the suite takes longer)."""
+    return int(time.time()) + 600
 
 
 # -- create_call: URL ------------------------------------------------------------------------------------------
@@ -214,11 +218,11 @@ def test_http_urls_become_websocket_urls(url: str, normalized: str) -> None:
         pytest.param(f"{GOOD}\n", "token signature is not base64url", id="trailing-newline"),
         pytest.param(f"{HEADER}.{PAYLOAD}.", "token signature is not base64url", id="unsigned"),
         pytest.param(forge(sub="me", video={"room": "demo"}), "token has no 'exp' claim", id="no-exp"),
-        pytest.param(forge(sub="me", exp=SOON), "token has no 'video.room' grant", id="no-grant"),
+        pytest.param(forge(sub="me", exp=soon()), "token has no 'video.room' grant", id="no-grant"),
         pytest.param(
-            forge(sub="me", exp=SOON, video={"roomJoin": True}), "token has no 'video.room' grant", id="no-room"
+            forge(sub="me", exp=soon(), video={"roomJoin": True}), "token has no 'video.room' grant", id="no-room"
         ),
-        pytest.param(forge(exp=SOON, video={"room": "demo"}), r"token has no 'sub' \(identity\) claim", id="no-sub"),
+        pytest.param(forge(exp=soon(), video={"room": "demo"}), r"token has no 'sub' \(identity\) claim", id="no-sub"),
     ],
 )
 def test_bad_token_is_a_token_error(token: Any, message: str) -> None:
@@ -238,7 +242,7 @@ async def test_expired_token_without_refresher_fails_at_connect_before_any_room(
 async def test_token_not_valid_yet_fails_at_connect_before_any_room() -> None:
     """The server refuses a token whose ``nbf`` is ahead of its clock (beyond a 10 s leeway for skew)."""
     rooms = Rooms()
-    call = make_call(rooms, forge(sub="me", exp=SOON, nbf=int(time.time()) + 300, video={"room": "demo"}))
+    call = make_call(rooms, forge(sub="me", exp=soon(), nbf=int(time.time()) + 300, video={"room": "demo"}))
     with pytest.raises(AuthRejectedError, match=r"token is not valid yet \(its 'nbf' is in the future\)"):
         await call.connect()
     assert rooms.made == [] and call.disconnect_reason == "auth_rejected"
@@ -246,7 +250,7 @@ async def test_token_not_valid_yet_fails_at_connect_before_any_room() -> None:
 
 async def test_token_valid_within_the_leeway_connects() -> None:
     rooms = Rooms()
-    call = make_call(rooms, forge(sub="me", exp=SOON, nbf=int(time.time()) + 5, video={"room": "demo"}))
+    call = make_call(rooms, forge(sub="me", exp=soon(), nbf=int(time.time()) + 5, video={"room": "demo"}))
     await call.connect()
     assert call.connection_state == "connected"
     await call.disconnect()
