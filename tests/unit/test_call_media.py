@@ -6,6 +6,7 @@ LoopbackServer (tests/integration/test_media.py); the fake makes the orderings c
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -23,6 +24,8 @@ from tests.unit.test_call_pump import CONNECTED, RECONNECTING, FakePublication, 
 
 GRACE = 0.4  # a little over the pump's grace for departures (0.25 s)
 FAST = ReconnectPolicy(initial_delay=0.0, max_delay=0.0)
+_SIDS = itertools.count(1)
+"""Sids of the fake publications: unique in the run, as the server's are (a Room's id may repeat)."""
 
 
 class FakeLocal(FakeParticipant):
@@ -36,7 +39,7 @@ class FakeLocal(FakeParticipant):
         if self.fail:
             raise rtc.participant.PublishTrackError("refused")
         self.published.append((track, options))
-        pub = RichPublication(f"TR_{len(self.published)}_{id(self.room) % 1000}", source=options.source)
+        pub = RichPublication(f"TR_local_{next(_SIDS)}", source=options.source)
         self.track_publications[pub.sid] = pub
         self.room.emit("local_track_published", pub, track)
         return pub
