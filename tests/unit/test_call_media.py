@@ -357,6 +357,33 @@ async def test_audio_stream_follows_the_track_across_a_rejoin_and_ends_when_they
     await call.disconnect()
 
 
+async def test_a_reader_that_falls_behind_gets_the_newest_100_frames(sdk_streams: list[FakeSdkStream]) -> None:
+    """The README's bound: a stream keeps 100 frames for a slow reader, the oldest going first."""
+    rooms = local_rooms()
+    call = make_call(rooms)
+    await call.connect()
+    room = rooms.made[0]
+    bob = room.add("bob")
+    room.emit("participant_connected", bob)
+    stream = call.audio_stream("bob")
+    pub = FakePublication("TR_b")
+    bob.track_publications[pub.sid] = pub
+    room.emit("track_subscribed", object(), pub, bob)
+    (sdk,) = sdk_streams
+    for n in range(150):
+        sdk.frames.put_nowait(n)
+
+    async def piped() -> None:
+        while not sdk.frames.empty():  # noqa: ASYNC110  (the pipe takes them all in one step once it runs)
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(piped(), 5)
+    assert [await next_frame(stream) for _ in range(100)] == list(range(50, 150))
+    sdk.frames.put_nowait("next")
+    assert await next_frame(stream) == "next"  # nothing else was kept
+    await call.disconnect()
+
+
 async def test_audio_stream_ends_with_the_call_and_on_aclose(sdk_streams: list[FakeSdkStream]) -> None:
     rooms = local_rooms()
     call = make_call(rooms)
