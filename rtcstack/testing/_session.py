@@ -164,6 +164,7 @@ class Session:
         if self._channel is not None:
             self._channel.finish()
         self._closing = asyncio.create_task(self._shutdown(self._channel))
+        self._closing.add_done_callback(self._shutdown_done)
 
     # -- faults -------------------------------------------------------------------------------------------------
 
@@ -687,6 +688,10 @@ class Session:
         if channel is not None:
             await channel.wait_closed()
         await self._close_peers()
+
+    def _shutdown_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("%r: %s while closing: %s", self, type(exc).__name__, exc)
 
     async def _close_peers(self) -> None:
         for peer in (self._publisher, self._subscriber):

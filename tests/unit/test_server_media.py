@@ -10,7 +10,7 @@ from livekit.protocol import models as pm
 
 import rtcstack.testing
 from rtcstack import _vocab
-from rtcstack.testing._forward import Source, keyframe_of
+from rtcstack.testing._forward import ReceiverTap, Source, keyframe_of
 from rtcstack.testing._media import accept_layers, offered_sections, unsupported
 from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
@@ -175,6 +175,33 @@ async def test_an_outlet_sends_the_layer_of_its_quality_and_switches_at_a_keyfra
     frames = [await outlet.recv() for _ in range(2)]
     assert [(bytes(f), f.pts) for f in frames] == [(DELTA, 3000), (KEY, 6000)]
     assert not outlet._frames
+
+
+class _FailingReceiver:
+    """What `ReceiverTap` reads of an aiortc receiver, whose PLIs fail (its transport went away)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    async def _handle_rtp_packet(self, packet: object, arrival_time_ms: int) -> None:
+        raise AssertionError("no packet in this test")
+
+    async def _send_rtcp_pli(self, ssrc: int) -> None:
+        self.asked.append(ssrc)
+        raise RuntimeError("no transport")
+
+
+async def test_a_pli_that_fails_is_not_left_unretrieved(caplog: pytest.LogCaptureFixture) -> None:
+    """tests/conftest.py fails this test if the PLI task's exception is left for the garbage collector."""
+    caplog.set_level("DEBUG", logger="rtcstack.testing")
+    receiver = _FailingReceiver()
+    tap = ReceiverTap(receiver, "audio")
+    tap._ssrc = 1234
+    tap.request_keyframe()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert receiver.asked == [1234]
+    assert "a PLI was not sent: RuntimeError: no transport" in caplog.messages
 
 
 def test_layer_for_falls_back_to_what_arrived() -> None:
