@@ -24,7 +24,7 @@ from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
 from ._data_endpoint import DataTrackEndpoint
 from ._data_tracks import LABEL as DATA_TRACK_LABEL
 from ._forward import Outlet, Source
-from ._media import CodecRefused, MediaPeer, OfferedSection
+from ._media import CodecRefused, MalformedDescription, MediaPeer, OfferedSection
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
 from ._tables import TRACK_SOURCE_NAMES
@@ -290,6 +290,10 @@ class Session:
                     await self._handle(request)
                 except CodecRefused as exc:
                     logger.info("%r: refused an offer: %s", self, exc)
+                    self._fail(pm.STATE_MISMATCH)
+                    break
+                except MalformedDescription as exc:  # before aiortc saw it: the client sends what no peer can use
+                    logger.warning("%r: refused a malformed %s: %s", self, request.WhichOneof("message"), exc)
                     self._fail(pm.STATE_MISMATCH)
                     break
                 except ValueError as exc:  # an SDP aiortc refuses: closed, as an undecodable frame is

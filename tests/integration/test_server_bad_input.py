@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime
 import gzip
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from rtcstack.testing import LoopbackServer
+from tests.offers import MALFORMED_OFFERS
 
 if TYPE_CHECKING:
     from conftest import Connect
@@ -174,6 +176,31 @@ async def test_unknown_resume_is_asked_to_reconnect(server: LoopbackServer, http
     assert response.leave.action == pr.LeaveRequest.RECONNECT
     assert response.leave.reason == pm.STATE_MISMATCH
     await ws.close()
+
+
+@pytest.mark.parametrize("sdp", list(MALFORMED_OFFERS.values()), ids=list(MALFORMED_OFFERS))
+async def test_a_malformed_offer_gets_a_final_leave_and_one_warning(
+    server: LoopbackServer,
+    connect: Connect,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    sdp: str,
+) -> None:
+    alice = await connect("alice")
+    ws = await _raw_join(http, server, "mallory")
+    caplog.set_level(logging.INFO, logger="rtcstack.testing")
+
+    await ws.send_bytes(pr.SignalRequest(offer=pr.SessionDescription(type="offer", sdp=sdp)).SerializeToString())
+
+    while (response := await _response(ws, "the leave")).WhichOneof("message") != "leave":
+        pass
+    assert (response.leave.action, response.leave.reason) == (pr.LeaveRequest.DISCONNECT, pm.STATE_MISMATCH)
+    await _closed(ws)
+    await ws.close()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith(("rtcstack", "aiortc"))]
+    assert len(said) == 1 and said[0][0] == "WARNING" and "refused a malformed offer" in said[0][1], said
+    await alice.room.local_participant.set_metadata("still served")
+    assert server.participants("demo") == ["alice"]
 
 
 async def test_garbage_text_frame_closes_only_that_socket(

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from livekit.protocol import models as pm
 
 import rtcstack.testing
 from rtcstack import _vocab
 from rtcstack.testing._forward import ReceiverTap, Source, keyframe_of
-from rtcstack.testing._media import accept_layers, offered_sections, unsupported
+from rtcstack.testing._media import accept_layers, description_problem, offered_sections, unsupported
 from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
+from tests.offers import MALFORMED_OFFERS
 
 OFFER = "\r\n".join(
     [
@@ -67,6 +70,50 @@ ANSWER = "\r\n".join(
         "",
     ]
 )
+
+
+async def _aiortc_description() -> tuple[str, str]:
+    """A real offer (audio, video, data) and the answer to it, from two aiortc peers."""
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    offerer.addTransceiver("audio", direction="sendonly")
+    offerer.addTransceiver("video", direction="recvonly")
+    offerer.createDataChannel("_reliable")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    descriptions = (offerer.localDescription.sdp, answerer.localDescription.sdp)
+    await offerer.close()
+    await answerer.close()
+    return descriptions
+
+
+async def test_a_real_offer_and_answer_have_no_problem() -> None:
+    offer, answer = await _aiortc_description()
+    assert description_problem(offer, "offer") is None
+    assert description_problem(answer, "answer") is None
+    assert description_problem(offer, "answer") == "m-line 0 (audio) has no DTLS setup and fingerprint"  # actpass
+
+
+@pytest.mark.parametrize("sdp", list(MALFORMED_OFFERS.values()), ids=list(MALFORMED_OFFERS))
+def test_what_made_aiortc_raise_is_a_problem(sdp: str) -> None:
+    assert description_problem(sdp, "offer") is not None
+
+
+async def test_each_missing_part_is_named() -> None:
+    offer, _ = await _aiortc_description()
+    without = {
+        "a=mid:": "has no mid",
+        "a=ice-ufrag:": "has no ICE username fragment and password",
+        "a=fingerprint:": "has no DTLS setup and fingerprint",
+    }
+    for prefix, problem in without.items():
+        lines = [line for line in offer.split("\r\n") if not line.startswith(prefix)]
+        assert problem in str(description_problem("\r\n".join(lines), "offer")), prefix
+    unknown = re.sub(r"(a=rtpmap:\d+ )[^/]+", r"\1X-UNKNOWN", offer)
+    # the sendonly audio is left to the codec refusal (CodecRefused); the recvonly video can receive nothing
+    assert description_problem(unknown, "offer") == "m-line 1 (video) offers no codec the server knows"
+    text = offer.replace("m=audio", "m=text")
+    assert description_problem(text, "offer") == "m-line 0 (text) is of no kind WebRTC carries"
 
 
 def test_offered_sections_read_mid_direction_track_codecs_and_layers() -> None:
