@@ -130,6 +130,8 @@ class Session:
         """mid -> track sid of what the client publishes."""
         self._outlets: dict[str, Outlet] = {}
         """track sid -> outlet of what the client is sent."""
+        self._wanted: set[str] = set()
+        """Tracks the client subscribed to whose media has not arrived yet (sent once it does)."""
         self._answering_join = False
         self._negotiation: asyncio.Handle | None = None
         self._awaiting_answer = False
@@ -451,15 +453,28 @@ class Session:
         self.registry.publish_track(self.participant, track)
 
     def _update_subscription(self, update: pr.UpdateSubscription) -> None:
+        """Subscribe or unsubscribe, as LiveKit does: a track announced whose media has not arrived yet is sent once
+        it does; a track the room does not have gets a SubscriptionResponse with SE_TRACK_NOTFOUND."""
         sids = list(update.track_sids)
         for tracks in update.participant_tracks:
             sids.extend(tracks.track_sids)
         for sid in sids:
             source = self.router.source(sid)
-            if update.subscribe and source is not None:
-                self.attach(source)
-            elif not update.subscribe:
+            if not update.subscribe:
+                self._wanted.discard(sid)
                 self.detach(sid)
+            elif source is not None:
+                self.attach(source)
+            elif self._track_info(sid) is not None:
+                self._wanted.add(sid)
+            else:
+                logger.info("%r: cannot subscribe to %s: no such track", self, sid)
+                refusal = pr.SubscriptionResponse(track_sid=sid, err=pm.SE_TRACK_NOTFOUND)
+                self.send(pr.SignalResponse(subscription_response=refusal))
+
+    def wants(self, track_sid: str) -> bool:
+        """Whether the client is to be sent ``track_sid`` when its media arrives (auto-subscribe, or it asked)."""
+        return self.auto_subscribe or track_sid in self._wanted
 
     def _update_track_settings(self, settings: pr.UpdateTrackSettings) -> None:
         """Enable / disable and pick the layer (by quality, or by the size the subscriber shows it at)."""
@@ -477,12 +492,17 @@ class Session:
             outlet.set_quality(quality)
 
     def _track_layers(self, track_sid: str) -> list[pm.VideoLayer]:
+        track = self._track_info(track_sid)
+        return list(track.layers) if track is not None else []
+
+    def _track_info(self, track_sid: str) -> pm.TrackInfo | None:
+        """The track ``track_sid`` another participant of the room announced, if any."""
         room = self.registry.room(self.participant.room)
         for participant in room.participants.values() if room else ():
-            for track in participant.info.tracks:
+            for track in participant.info.tracks if participant is not self.participant else ():
                 if track.sid == track_sid:
-                    return list(track.layers)
-        return []
+                    return track
+        return None
 
     # -- media --------------------------------------------------------------------------------------------------
 
@@ -497,6 +517,7 @@ class Session:
         """Send ``source`` to the client: on the subscriber connection (legacy) or the single one."""
         if self.closed or source.closed or source.track_sid in self._outlets:
             return
+        self._wanted.discard(source.track_sid)
         outlet = source.outlet(self.participant.identity)
         self._outlets[source.track_sid] = outlet
         stream_id = f"{source.owner_sid}|{source.track_sid}"

@@ -19,7 +19,9 @@ from livekit import rtc
 
 from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
 from rtcstack.testing import LoopbackServer
+from rtcstack.testing._media import MediaPeer
 from tests.audio import level, tone
+from tests.calls import expect, within
 
 if TYPE_CHECKING:
     from conftest import Connect
@@ -339,3 +341,43 @@ async def test_data_received_tells_reliable_from_lossy(connect: Connect, make_ca
     await bob.room.local_participant.publish_data(b"maybe", reliable=False)
     received = {await asyncio.wait_for(got.get(), WAIT) for _ in range(2)}
     assert received == {(b"sure", True), (b"maybe", False)}
+
+
+async def test_track_subscription_failed_reaches_the_app_for_a_track_the_room_no_longer_has(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A race LiveKit has too: the server's answer to the subscriber's offer carries a track that is unpublished
+    before the answer arrives. The SDK finds no publication for it and, after its own 5 s, reports the subscription
+    failed (that is the only failure SDK 1.2.1 reports; it ignores SubscriptionResponse). The answer is held here
+    until the unpublish has reached the app."""
+    armed, made, go_on = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    answer = MediaPeer.answer
+
+    async def held(self: MediaPeer, offer_sdp: str) -> tuple[str, dict[str, str]]:
+        result = await answer(self, offer_sdp)
+        if armed.is_set() and self.label == "bob/publisher" and result[1] and not made.is_set():
+            made.set()
+            await go_on.wait()
+        return result
+
+    monkeypatch.setattr(MediaPeer, "answer", held)
+    call = make_call("bob")
+    told: list[str] = []
+    call.on("track_subscribed", lambda participant, track: told.append(track.sid))
+    await call.connect()
+    alice = await connect("alice")
+    armed.set()
+    async with tone() as track:
+        publication = await alice.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        await within("the server's answer carrying alice's tone to bob", made.wait())
+        unpublished = expect(call, "track_unpublished")
+        await alice.room.local_participant.unpublish_track(publication.sid)
+        gone = await unpublished
+        assert gone.track is not None and gone.track.sid == publication.sid
+        failed = expect(call, "track_subscription_failed")
+        go_on.set()
+        event = await failed
+    assert event.participant is not None and event.participant.identity == "alice"
+    assert event.track_sid == publication.sid and event.error
+    assert told == []  # the app was never told of a subscription to it
+

@@ -223,22 +223,25 @@ async def test_mute_and_unmute_reach_the_subscriber(connect: Connect) -> None:
 
 
 @MODES
-async def test_manual_subscription(connect: Connect, options: rtc.RoomOptions | None) -> None:
+async def test_manual_subscription(server: LoopbackServer, connect: Connect, options: rtc.RoomOptions | None) -> None:
+    """Without auto-subscribe only the track asked for is sent, even when asked for before its media arrived. Had
+    the first tone been sent unasked, the server would have sent it when its media arrived, before the second one
+    was even published: its track_subscribed would come first."""
     manual = rtc.RoomOptions(auto_subscribe=False, single_peer_connection=options is None)
     alice = await connect("alice", options=options)
     bob = await connect("bob", options=manual)
     subscribed(bob)
-    async with tone(alice.room) as publication:
-        pub, _ = await bob.wait_for("track_published")
-        await asyncio.sleep(0.5)  # give an unwanted subscription the time to show up
-        assert bob.count("track_subscribed") == 0
+    async with tone(alice.room, "unasked"):
+        await until(lambda: bool(server.received("alice")), "the server receiving the first tone", WAIT)
+        async with tone(alice.room, "asked") as publication:
+            pub, _ = await bob.wait_for("track_published", lambda pub, _: pub.sid == publication.sid)
+            pub.set_subscribed(True)
+            track, _, _ = await bob.wait_for("track_subscribed", lambda track, p, _: p.sid == publication.sid)
+            assert [args[1].sid for name, args in bob.events if name == "track_subscribed"] == [publication.sid]
+            await audio_frames(track, 20)
 
-        pub.set_subscribed(True)
-        track, _, _ = await bob.wait_for("track_subscribed", lambda track, p, _: p.sid == publication.sid)
-        await audio_frames(track, 20)
-
-        pub.set_subscribed(False)
-        await bob.wait_for("track_unsubscribed", lambda track, p, _: p.sid == publication.sid)
+            pub.set_subscribed(False)
+            await bob.wait_for("track_unsubscribed", lambda track, p, _: p.sid == publication.sid)
 
 
 @MODES

@@ -282,6 +282,30 @@ async def test_subscription_failed_and_reliable_flag() -> None:
     await call.disconnect()
 
 
+async def test_a_failure_ends_a_subscription_the_app_was_told_of() -> None:
+    """The SDK reports a subscription the app was told of as failed: the app hears it end, then why."""
+    rooms = local_rooms()
+    call = make_call(rooms)
+    seen = record(call, "track_subscribed", "track_unsubscribed", "track_subscription_failed")
+    await call.connect()
+    room = rooms.made[0]
+    bob = room.add("bob")
+    room.emit("participant_connected", bob)
+    pub = FakePublication("TR_b", subscribed=True)
+    bob.track_publications[pub.sid] = pub
+    room.emit("track_subscribed", object(), pub, bob)
+    room.emit("track_subscription_failed", bob, "TR_b", "track not found")
+    room.emit("track_subscription_failed", bob, "TR_b", "track not found")  # no longer told of: only the failure
+    assert [(e[0], e[2] if e[0] == "track_subscription_failed" else e[2].sid) for e in seen] == [
+        ("track_subscribed", "TR_b"),
+        ("track_unsubscribed", "TR_b"),
+        ("track_subscription_failed", "TR_b"),
+        ("track_subscription_failed", "TR_b"),
+    ]
+    assert not seen[1][2].subscribed
+    await call.disconnect()
+
+
 def bob_snapshot(call: Call) -> Participant | None:
     return next(p for p in call.participants if p.identity == "bob")
 
