@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,14 +282,15 @@ async def test_frames_flow_again_after_a_full_reconnect(
         assert level(frames[-25:]) > 1000
 
 
-async def test_a_vp9_publish_ends_that_session_cleanly_and_the_room_goes_on(
-    server: LoopbackServer, connect: Connect
+async def test_a_vp9_publish_ends_that_session_with_one_leave_and_one_log_line(
+    server: LoopbackServer, connect: Connect, caplog: pytest.LogCaptureFixture
 ) -> None:
     alice = await connect("alice")
     bob = await connect("bob")
     source = rtc.VideoSource(320, 180)
     track = rtc.LocalVideoTrack.create_video_track("cam", source)
     options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, video_codec=rtc.VideoCodec.VP9)
+    caplog.set_level(logging.INFO, logger="rtcstack.testing")
     await alice.room.local_participant.publish_track(track, options)
 
     (reason,) = await alice.wait_for("disconnected")
@@ -297,6 +299,8 @@ async def test_a_vp9_publish_ends_that_session_cleanly_and_the_room_goes_on(
     await source.aclose()
     await bob.wait_for("participant_disconnected", lambda p: p.identity == "alice")
     assert server.participants("demo") == ["bob"]
+    said = [r.getMessage() for r in caplog.records if r.name == "rtcstack.testing" and r.levelno >= logging.INFO]
+    assert len(said) == 1 and "alice" in said[0] and "refused an offer" in said[0] and "video/VP9" in said[0], said
 
 
 async def test_a_synthetic_publisher_is_heard_and_seen(server: LoopbackServer, connect: Connect) -> None:
