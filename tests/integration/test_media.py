@@ -381,3 +381,68 @@ async def test_track_subscription_failed_reaches_the_app_for_a_track_the_room_no
     assert event.track_sid == publication.sid and event.error
     assert told == []  # the app was never told of a subscription to it
 
+
+async def _take(stream: MediaStream[rtc.AudioFrameEvent], count: int) -> list[rtc.AudioFrame]:
+    frames: list[rtc.AudioFrame] = []
+
+    async def read() -> None:
+        async for event in stream:
+            frames.append(event.frame)
+            if len(frames) >= count:
+                return
+
+    await within(f"{count} frames of the stream", read(), WAIT)
+    return frames
+
+
+async def test_audio_stream_follows_an_unpublish_and_a_republish_on_the_same_room(
+    connect: Connect, make_call: CallFactory
+) -> None:
+    call = make_call()
+    await call.connect()
+    bob = await connect("bob")
+    stream = call.audio_stream("bob")
+    room = call.room
+    async with tone("first") as track:
+        first = await bob.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        assert level((await _take(stream, 100))[-50:]) > 1000
+        await bob.room.local_participant.unpublish_track(first.sid)
+        await until(lambda: stream.track is None, "the stream letting go of the unpublished track")
+    async with tone("second") as track:
+        second = await bob.room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        await until(lambda: stream.track is not None and stream.track.sid == second.sid, "the stream taking it")
+        frames = await _take(stream, 150)  # at most 100 were buffered before: the last 50 are the new track's
+        assert level(frames[-50:]) > 1000
+    assert not stream.ended and call.room is room  # one Room throughout: no fault, no rejoin
+    await stream.aclose()
+
+
+async def test_a_publish_that_a_rejoin_overtakes_is_published_on_the_fresh_room(
+    server: LoopbackServer, make_call: CallFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK publishes the track on the Room of the moment, and the call's rejoin replaces that Room before
+    `publish_track` returns: the app was told the track is published, so the fresh Room publishes it too."""
+    call = make_call()
+    published = local_published(call)
+    real = rtc.LocalParticipant.publish_track
+    raced = asyncio.Event()
+
+    async def overtaken(self: rtc.LocalParticipant, track: Any, options: Any = None) -> Any:
+        publication = await real(self, track, options)
+        if not raced.is_set():
+            raced.set()
+            rejoining = expect(call, "reconnecting")
+            await server.leave("alice", reason="server_shutdown")
+            await rejoining
+        return publication
+
+    monkeypatch.setattr(rtc.LocalParticipant, "publish_track", overtaken)
+    await call.connect()
+    first_room = call.room
+    async with tone() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        await call.wait_for("reconnected", timeout=WAIT)
+        assert call.room is not first_room
+        await until(lambda: any(t.sid != info.sid for t in published), "track_published of it on the fresh Room")
+        again = next(t for t in published if t.sid != info.sid)
+        assert list(call.room.local_participant.track_publications) == [again.sid]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
 import logging
+import math
+import wave
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,6 +318,44 @@ async def test_a_synthetic_publisher_is_heard_and_seen(server: LoopbackServer, c
 
     await server.remove_participant("demo", "caller")
     await bob.wait_count("track_unsubscribed", 2)
+
+
+def _write_wav(path: Path, hz: float, *, rate: int, channels: int) -> None:
+    """One second of a ``hz`` tone at half full scale, 16-bit PCM, the same on every channel."""
+    samples = array.array("h")
+    for i in range(rate):
+        samples.extend([int(0.5 * 32767 * math.sin(2 * math.pi * hz * i / rate))] * channels)
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(samples.tobytes())
+
+
+def _pitch(frames: list[rtc.AudioFrame], threshold: int = 4000) -> float:
+    """The frequency of a loud tone in 48 kHz mono frames, from its swings past +-``threshold`` (so the images a
+    16 kHz source leaves near 16 kHz do not count as crossings)."""
+    swings, side = 0, 0
+    samples = [s for f in frames for s in f.data]
+    for sample in samples:
+        now = 1 if sample > threshold else -1 if sample < -threshold else side
+        swings += side != 0 and now != side
+        side = now
+    return swings / 2 / (len(samples) / 48000)
+
+
+async def test_a_wav_file_is_played_to_a_subscriber(server: LoopbackServer, connect: Connect, tmp_path: Path) -> None:
+    """``add_participant(audio="file.wav")``: a stereo 16 kHz file is heard at its own pitch and level (twice the
+    built-in tone's), so it was read, mixed down and resampled to 48 kHz."""
+    path = tmp_path / "voice.wav"
+    _write_wav(path, 1000.0, rate=16000, channels=2)
+    bob = await connect("bob")
+    subscribed(bob)
+    await server.add_participant("demo", "caller", audio=str(path))
+    track, _, _ = await bob.wait_for("track_subscribed")
+    frames = (await audio_frames(track, 150))[-100:]
+    assert level(frames) > 8000
+    assert 950 < _pitch(frames) < 1050
 
 
 async def test_a_synthetic_publisher_is_seen_by_a_later_subscriber(server: LoopbackServer, connect: Connect) -> None:
