@@ -187,7 +187,8 @@ class MediaPeer:
 
     ``on_inbound`` is called with the section and its negotiated codec when an offer starts sending a track on an
     m-line (or a new track on a reused one) and returns the `Source` its frames go to (None: ignored);
-    ``on_inbound_ended`` is called with the mid when an offer stops sending on it.
+    ``on_inbound_ended`` is called with the mid when an offer stops sending on it; ``on_refused`` with an outlet
+    the client cannot receive (its codec is in none of the client's m-lines for it, or aiortc lacks it).
     """
 
     def __init__(
@@ -198,6 +199,7 @@ class MediaPeer:
         on_data: Callable[[str, bytes], None] | None = None,
         on_inbound: Callable[[OfferedSection, str], Source | None] | None = None,
         on_inbound_ended: Callable[[str], None] | None = None,
+        on_refused: Callable[[Outlet], None] | None = None,
     ) -> None:
         self.label = label
         self._pc: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -207,6 +209,7 @@ class MediaPeer:
         self._on_data = on_data
         self._on_inbound = on_inbound
         self._on_inbound_ended = on_inbound_ended
+        self._on_refused = on_refused
         self._inbound: dict[str, str] = {}
         """mid -> msid track id of the tracks the client sends us."""
         self._taps: dict[str, ReceiverTap] = {}
@@ -279,16 +282,22 @@ class MediaPeer:
     # -- media to the client ---------------------------------------------------------------------------------
 
     def send_outlet(self, outlet: Outlet, stream_id: str) -> None:
-        """Add a sendonly transceiver for ``outlet`` to our next offer, in the source's codec."""
-        transceiver = self._pc.addTransceiver(outlet, direction="sendonly")
+        """Add a sendonly transceiver for ``outlet`` to our next offer, in the source's codec (refused if aiortc
+        lacks it)."""
         mime = outlet.source.mime_type.lower()
         capabilities = RTCRtpSender.getCapabilities(outlet.kind).codecs
         preferred = [c for c in capabilities if c.mimeType.lower() == mime]
-        if preferred:
-            transceiver.setCodecPreferences(
-                preferred + [c for c in capabilities if c.mimeType.lower().endswith("/rtx")]
-            )
+        if not preferred:
+            self._refuse(outlet)
+            return
+        transceiver = self._pc.addTransceiver(outlet, direction="sendonly")
+        transceiver.setCodecPreferences(preferred + [c for c in capabilities if c.mimeType.lower().endswith("/rtx")])
         self._prepare_sender(transceiver, outlet, stream_id)
+
+    def _refuse(self, outlet: Outlet) -> None:
+        logger.debug("%s: cannot send %r in %s", self.label, outlet.source, outlet.source.mime_type)
+        if self._on_refused is not None:
+            self._on_refused(outlet)
 
     def queue_outlet(self, outlet: Outlet, stream_id: str) -> None:
         """Send ``outlet`` on a recvonly m-line of the client's next offer (single peer connection)."""
@@ -338,13 +347,17 @@ class MediaPeer:
         free = self._free_transceivers()
         waiting: list[tuple[Outlet, str]] = []
         for outlet, stream_id in self._waiting:
-            transceiver = next((t for t in free if t.kind == outlet.kind), None)
+            mime = outlet.source.mime_type.lower()
+            offered = [t for t in free if t.kind == outlet.kind]
+            transceiver = next((t for t in offered if any(c.mimeType.lower() == mime for c in t._codecs)), None)
             if transceiver is None:
-                waiting.append((outlet, stream_id))
+                if offered:  # m-lines for it, none in its codec: the client cannot receive it
+                    self._refuse(outlet)
+                else:
+                    waiting.append((outlet, stream_id))
                 continue
             free.remove(transceiver)
             transceiver.direction = "sendonly"
-            mime = outlet.source.mime_type.lower()
             transceiver._codecs.sort(key=lambda c: c.mimeType.lower() != mime)
             self._prepare_sender(transceiver, outlet, stream_id)
             outlet.hold(_ANSWER_SETTLE)

@@ -526,8 +526,21 @@ class Session:
             self._publisher_peer().queue_outlet(outlet, stream_id)
         else:
             self._subscriber_peer().send_outlet(outlet, stream_id)
+            if self._outlets.get(source.track_sid) is not outlet:  # refused at once
+                return
         self._negotiate()
         self.router.subscribed(source.track_sid)
+
+    def _outlet_refused(self, outlet: Outlet) -> None:
+        """The client cannot receive ``outlet``'s codec: as LiveKit, the subscription ends with a SubscriptionResponse
+        (SE_CODEC_UNSUPPORTED)."""
+        sid = outlet.source.track_sid
+        if self._outlets.get(sid) is outlet:
+            del self._outlets[sid]
+        outlet.source.drop(outlet)
+        logger.info("%r: cannot subscribe to %s: it takes no %s", self, sid, outlet.source.mime_type)
+        refusal = pr.SubscriptionResponse(track_sid=sid, err=pm.SE_CODEC_UNSUPPORTED)
+        self.send(pr.SignalResponse(subscription_response=refusal))
 
     def detach(self, track_sid: str) -> None:
         """Stop sending the track ``track_sid`` to the client."""
@@ -643,8 +656,11 @@ class Session:
                 on_data=self._relay_data,
                 on_inbound=self._on_inbound,
                 on_inbound_ended=self._on_inbound_ended,
+                on_refused=self._outlet_refused,
             )
-        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
+        return MediaPeer(
+            f"{self.participant.identity}/{role}", on_connected=on_connected, on_refused=self._outlet_refused
+        )
 
     def _relay_data(self, label: str, raw: bytes) -> None:
         """A packet the client published on data channel ``label``: stamp it as LiveKit does and pass it on."""

@@ -6,14 +6,18 @@ import asyncio
 import re
 
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
 
 import rtcstack.testing
 from rtcstack import _vocab
-from rtcstack.testing._forward import ReceiverTap, Source, keyframe_of
-from rtcstack.testing._media import accept_layers, description_problem, offered_sections, unsupported
+from rtcstack.testing._forward import Outlet, ReceiverTap, Source, keyframe_of
+from rtcstack.testing._media import MediaPeer, accept_layers, description_problem, offered_sections, unsupported
+from rtcstack.testing._rooms import Participant, RoomRegistry
+from rtcstack.testing._router import MediaRouter
+from rtcstack.testing._session import Session, SessionConfig
 from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
 from tests.offers import MALFORMED_OFFERS
@@ -114,6 +118,52 @@ async def test_each_missing_part_is_named() -> None:
     assert description_problem(unknown, "offer") == "m-line 1 (video) offers no codec the server knows"
     text = offer.replace("m=audio", "m=text")
     assert description_problem(text, "offer") == "m-line 0 (text) is of no kind WebRTC carries"
+
+
+def _video_source(sid: str, mime: str) -> Source:
+    source = Source(sid, "PA_alice", "video", "camera")
+    source.mime_type = mime
+    return source
+
+
+async def test_an_outlet_in_a_codec_the_client_offers_no_m_line_for_is_refused() -> None:
+    """Single peer connection: the client's recvonly m-line takes VP8 only; an H.264 track cannot go on it."""
+    refused: list[Outlet] = []
+    peer = MediaPeer("bob/publisher", on_refused=refused.append)
+    client = RTCPeerConnection()
+    transceiver = client.addTransceiver("video", direction="recvonly")
+    capabilities = RTCRtpReceiver.getCapabilities("video")
+    assert capabilities is not None
+    transceiver.setCodecPreferences([c for c in capabilities.codecs if c.mimeType in ("video/VP8", "video/rtx")])
+    await client.setLocalDescription(await client.createOffer())
+    h264, vp8 = _video_source("TR_h", "video/H264").outlet("bob"), _video_source("TR_v", "video/VP8").outlet("bob")
+    peer.queue_outlet(h264, "PA_alice|TR_h")
+    peer.queue_outlet(vp8, "PA_alice|TR_v")
+    _, sent = await peer.answer(client.localDescription.sdp)
+    assert refused == [h264] and list(sent.values()) == ["TR_v"] and not peer.unsent()
+    await peer.close()
+    await client.close()
+
+
+async def test_a_track_in_a_codec_aiortc_lacks_is_answered_codec_unsupported() -> None:
+    """Legacy subscriber connection: the subscription ends as LiveKit ends it, with a SubscriptionResponse."""
+    registry = RoomRegistry()
+    bob = Participant(room="demo", info=pm.ParticipantInfo(identity="bob", sid="PA_bob"))
+    config = SessionConfig(
+        ping_interval=5,
+        ping_timeout=15,
+        departure_timeout=5.0,
+        token_refresh_interval=None,
+        mint=lambda session, ttl: "",
+    )
+    session = Session(registry, config, bob, single_pc=False, can_update_metadata=True, router=MediaRouter(registry))
+    sent: list[pr.SignalResponse] = []
+    session.send = sent.append  # type: ignore[method-assign]  # what the client would be sent
+    vp9 = _video_source("TR_v", "video/VP9")
+    session.attach(vp9)
+    refusal = pr.SubscriptionResponse(track_sid="TR_v", err=pm.SE_CODEC_UNSUPPORTED)
+    assert sent == [pr.SignalResponse(subscription_response=refusal)] and vp9.outlets == []
+    await session.aclose()
 
 
 def test_offered_sections_read_mid_direction_track_codecs_and_layers() -> None:
