@@ -6,15 +6,17 @@ database, so a run on a fresh clone tests what a run here does; an input that on
 
 asyncio reports such a task only when it is garbage-collected ("Task exception was never retrieved"), which may be
 tests later, and only as a log line. Every event loop the tests make (pytest-asyncio's, ``asyncio.run``'s, a test's
-own ``new_event_loop()``) is made here with a task factory that notes the test running when each task was created,
-and an exception handler that collects the lost ones; garbage is collected after each test's teardown, and what was
-lost fails that test's teardown, naming the test that made each task.
+own ``new_event_loop()``) is made here with a task factory that notes the test running when each task is created,
+and an exception handler that collects the tasks collected as garbage with their exception unretrieved. After each
+test's teardown (its loop closed, so nothing can retrieve them any more), the tasks it made that ended with an
+exception nobody retrieved fail that teardown, with the ones collected meanwhile, each named with the test that
+made it. No ``gc.collect()`` is needed for that (one per test made the unit tests five times slower).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
+import weakref
 from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -43,12 +45,14 @@ class _Lost:
 
 _running: list[str] = []
 _lost: list[_Lost] = []
+_made: weakref.WeakSet[_Task] = weakref.WeakSet()
 
 
 def _task_factory(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any) -> _Task:
     task = _Task(coro, loop=loop, **kwargs)
     if _running:
         task.made_by = _running[-1]
+    _made.add(task)
     return task
 
 
@@ -92,8 +96,13 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     try:
         yield
     finally:
-        gc.collect()
         lost, _lost[:] = list(_lost), []
+        for task in list(_made):
+            # `_log_traceback`: asyncio's own flag for "an exception nobody retrieved", which it logs at collection
+            if task.done() and not task.cancelled() and task._log_traceback:
+                error = task.exception()  # retrieved: asyncio will not report it again
+                lost.append(_Lost(task.made_by, repr(task), f"{type(error).__name__}: {error}"))
+        _made.clear()
         if lost:
             shown = "\n".join(f"- made by {e.made_by}: {e.task}: {e.error}" for e in lost)
             pytest.fail(f"{len(lost)} task(s) died with an exception nobody retrieved:\n{shown}", pytrace=False)
