@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from livekit import rtc
 
-from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
+from rtcstack import Call, CallEvent, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._media import MediaPeer
 from tests.audio import level, tone
@@ -439,12 +439,12 @@ async def test_a_publish_that_a_rejoin_overtakes_is_published_on_the_fresh_room(
     call = make_call()
     published = local_published(call)
     real = rtc.LocalParticipant.publish_track
-    raced = asyncio.Event()
+    back: list[asyncio.Future[CallEvent]] = []
 
     async def overtaken(self: rtc.LocalParticipant, track: Any, options: Any = None) -> Any:
         publication = await real(self, track, options)
-        if not raced.is_set():
-            raced.set()
+        if not back:
+            back.append(expect(call, "reconnected"))
             rejoining = expect(call, "reconnecting")
             await server.leave("alice", reason="server_shutdown")
             await rejoining
@@ -455,7 +455,7 @@ async def test_a_publish_that_a_rejoin_overtakes_is_published_on_the_fresh_room(
     first_room = call.room
     async with tone() as track:
         info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
-        await call.wait_for("reconnected", timeout=WAIT)
+        await back[0]
         assert call.room is not first_room
         await until(lambda: any(t.sid != info.sid for t in published), "track_published of it on the fresh Room")
         again = next(t for t in published if t.sid != info.sid)

@@ -123,7 +123,7 @@ async def test_connect_with_a_hanging_refresher_joins_at_half_the_tokens_remaini
 ) -> None:
     """The join's own bound: with a refresh timeout (30 s) past the token's life (8 s), the join waits for the
     refresher at most half of what is left of the token, then goes ahead while the refresher still hangs. Without
-    that bound it would wait for the refresh timeout and find its token expired."""
+    that bound it waits for the refresher until connect's own deadline (20 s) and fails."""
     refresher = Refresher(server, hangs=True)
     call = make_call(refresher, ttl=8, refresh_timeout=30.0)
     recorder = Recorder(call)
