@@ -621,11 +621,16 @@ class Call(EventEmitter):
         self._spawn(close())
 
     def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
-        """Run `coro` as a task of the call: `disconnect()` waits for every one of them."""
+        """Run `coro` as a task of the call: `disconnect()` waits for every one of them; one that fails is logged."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._spawned_done)
         return task
+
+    def _spawned_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("a task of the call failed: %s: %s", type(exc).__name__, self._scrub(str(exc)))
 
     def _attach(self, room: RoomLike) -> None:
         def bind(handler: Callable[..., None]) -> Callable[..., None]:

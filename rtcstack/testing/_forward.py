@@ -407,4 +407,9 @@ class ReceiverTap:
         for ssrc in set(self._rids) | ({self._ssrc} if self._ssrc is not None else set()):
             task = asyncio.ensure_future(self._receiver._send_rtcp_pli(ssrc))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.debug("a PLI was not sent: %s: %s", type(exc).__name__, exc)

@@ -22,14 +22,24 @@ from aiortc import (
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpHeaderExtensionParameters,
+    RTCRtpReceiver,
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.sdp import candidate_from_sdp
+from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ._forward import Outlet, ReceiverTap, Source
 
-__all__ = ["CodecRefused", "MediaPeer", "OfferedSection", "accept_layers", "offered_sections", "unsupported"]
+__all__ = [
+    "CodecRefused",
+    "MalformedDescription",
+    "MediaPeer",
+    "OfferedSection",
+    "accept_layers",
+    "description_problem",
+    "offered_sections",
+    "unsupported",
+]
 
 logger = logging.getLogger("rtcstack.testing")
 
@@ -45,6 +55,41 @@ _HELPERS = {"rtx", "red", "ulpfec", "flexfec-03", "telephone-event", "cn"}
 
 class CodecRefused(ValueError):
     """An offer asks us to receive a track in codecs aiortc lacks (VP9, AV1, H.265...)."""
+
+
+class MalformedDescription(ValueError):
+    """An offer or answer that is no usable WebRTC description (`description_problem` says why)."""
+
+
+def description_problem(sdp: str, kind: str) -> str | None:
+    """What makes ``sdp`` unusable as a remote ``kind`` ("offer" or "answer"), or None if aiortc can apply it.
+
+    aiortc checks little of a remote description: what it cannot read fails in its parser (an assert, a missing
+    key), and a section without ICE credentials, DTLS setup and fingerprint, mid or a codec it knows fails later,
+    some of it as an AttributeError. Each of those is caught here, before aiortc applies anything.
+    """
+    try:
+        description = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser asserts, indexes and looks keys up in what it reads
+        return f"unreadable SDP ({type(exc).__name__})"
+    roles = ("auto", "client", "server") if kind == "offer" else ("client", "server")
+    for index, media in enumerate(description.media):
+        where = f"m-line {index} ({media.kind})"
+        if media.kind not in ("audio", "video", "application"):
+            return f"{where} is of no kind WebRTC carries"
+        if not media.rtp.muxId:
+            return f"{where} has no mid"
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            return f"{where} has no ICE username fragment and password"
+        if media.dtls is None or media.dtls.role not in roles or not media.dtls.fingerprints:
+            return f"{where} has no DTLS setup and fingerprint"
+        if media.kind in ("audio", "video"):
+            capabilities = RTCRtpReceiver.getCapabilities(media.kind)
+            known = {c.mimeType.lower() for c in capabilities.codecs} if capabilities is not None else set()
+            sends = media.direction in (None, "sendrecv", "sendonly")  # a track in codecs aiortc lacks: CodecRefused
+            if not any(c.mimeType.lower() in known for c in media.rtp.codecs) and not (sends and media.rtp.codecs):
+                return f"{where} offers no codec the server knows"
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,7 +187,8 @@ class MediaPeer:
 
     ``on_inbound`` is called with the section and its negotiated codec when an offer starts sending a track on an
     m-line (or a new track on a reused one) and returns the `Source` its frames go to (None: ignored);
-    ``on_inbound_ended`` is called with the mid when an offer stops sending on it.
+    ``on_inbound_ended`` is called with the mid when an offer stops sending on it; ``on_refused`` with an outlet
+    the client cannot receive (its codec is in none of the client's m-lines for it, or aiortc lacks it).
     """
 
     def __init__(
@@ -153,6 +199,7 @@ class MediaPeer:
         on_data: Callable[[str, bytes], None] | None = None,
         on_inbound: Callable[[OfferedSection, str], Source | None] | None = None,
         on_inbound_ended: Callable[[str], None] | None = None,
+        on_refused: Callable[[Outlet], None] | None = None,
     ) -> None:
         self.label = label
         self._pc: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -162,6 +209,7 @@ class MediaPeer:
         self._on_data = on_data
         self._on_inbound = on_inbound
         self._on_inbound_ended = on_inbound_ended
+        self._on_refused = on_refused
         self._inbound: dict[str, str] = {}
         """mid -> msid track id of the tracks the client sends us."""
         self._taps: dict[str, ReceiverTap] = {}
@@ -182,8 +230,12 @@ class MediaPeer:
     async def answer(self, offer_sdp: str) -> tuple[str, dict[str, str]]:
         """Apply a remote offer (first, renegotiation or ICE restart); return our answer SDP and mid -> track sid.
 
-        A track offered only in codecs aiortc lacks raises `CodecRefused` before anything is applied.
+        A malformed offer raises `MalformedDescription`, and a track offered only in codecs aiortc lacks raises
+        `CodecRefused`, before anything is applied.
         """
+        problem = description_problem(offer_sdp, "offer")
+        if problem is not None:
+            raise MalformedDescription(problem)
         sections = offered_sections(offer_sdp)
         refused = [s for s in sections if s.sends and s.mid not in self._inbound and unsupported(s)]
         if refused:
@@ -230,16 +282,22 @@ class MediaPeer:
     # -- media to the client ---------------------------------------------------------------------------------
 
     def send_outlet(self, outlet: Outlet, stream_id: str) -> None:
-        """Add a sendonly transceiver for ``outlet`` to our next offer, in the source's codec."""
-        transceiver = self._pc.addTransceiver(outlet, direction="sendonly")
+        """Add a sendonly transceiver for ``outlet`` to our next offer, in the source's codec (refused if aiortc
+        lacks it)."""
         mime = outlet.source.mime_type.lower()
         capabilities = RTCRtpSender.getCapabilities(outlet.kind).codecs
         preferred = [c for c in capabilities if c.mimeType.lower() == mime]
-        if preferred:
-            transceiver.setCodecPreferences(
-                preferred + [c for c in capabilities if c.mimeType.lower().endswith("/rtx")]
-            )
+        if not preferred:
+            self._refuse(outlet)
+            return
+        transceiver = self._pc.addTransceiver(outlet, direction="sendonly")
+        transceiver.setCodecPreferences(preferred + [c for c in capabilities if c.mimeType.lower().endswith("/rtx")])
         self._prepare_sender(transceiver, outlet, stream_id)
+
+    def _refuse(self, outlet: Outlet) -> None:
+        logger.debug("%s: cannot send %r in %s", self.label, outlet.source, outlet.source.mime_type)
+        if self._on_refused is not None:
+            self._on_refused(outlet)
 
     def queue_outlet(self, outlet: Outlet, stream_id: str) -> None:
         """Send ``outlet`` on a recvonly m-line of the client's next offer (single peer connection)."""
@@ -289,13 +347,17 @@ class MediaPeer:
         free = self._free_transceivers()
         waiting: list[tuple[Outlet, str]] = []
         for outlet, stream_id in self._waiting:
-            transceiver = next((t for t in free if t.kind == outlet.kind), None)
+            mime = outlet.source.mime_type.lower()
+            offered = [t for t in free if t.kind == outlet.kind]
+            transceiver = next((t for t in offered if any(c.mimeType.lower() == mime for c in t._codecs)), None)
             if transceiver is None:
-                waiting.append((outlet, stream_id))
+                if offered:  # m-lines for it, none in its codec: the client cannot receive it
+                    self._refuse(outlet)
+                else:
+                    waiting.append((outlet, stream_id))
                 continue
             free.remove(transceiver)
             transceiver.direction = "sendonly"
-            mime = outlet.source.mime_type.lower()
             transceiver._codecs.sort(key=lambda c: c.mimeType.lower() != mime)
             self._prepare_sender(transceiver, outlet, stream_id)
             outlet.hold(_ANSWER_SETTLE)
@@ -323,7 +385,10 @@ class MediaPeer:
         return str(self._pc.localDescription.sdp)
 
     async def accept_answer(self, answer_sdp: str) -> None:
-        """Apply the client's answer to our offer."""
+        """Apply the client's answer to our offer (a malformed one raises `MalformedDescription`, unapplied)."""
+        problem = description_problem(answer_sdp, "answer")
+        if problem is not None:
+            raise MalformedDescription(problem)
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
         self._adopt_remote_ice(answer_sdp)
 

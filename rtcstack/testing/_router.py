@@ -23,9 +23,10 @@ logger = logging.getLogger("rtcstack.testing")
 
 @runtime_checkable
 class Subscriber(Protocol):
-    """A participant's media sink (a session); ``auto_subscribe`` comes from its join request."""
+    """A participant's media sink (a session)."""
 
-    auto_subscribe: bool
+    def wants(self, track_sid: str) -> bool:
+        """Whether ``track_sid`` is to be sent to it once published (it auto-subscribes, or it asked for it)."""
 
     def attach(self, source: Source) -> None:
         """Start sending ``source`` to the client (idempotent)."""
@@ -49,12 +50,12 @@ class MediaRouter:
         return entry[1] if entry else None
 
     def publish(self, publisher: Participant, source: Source) -> None:
-        """Register ``source`` and offer it to everyone in the room who auto-subscribes."""
+        """Register ``source`` and offer it to everyone in the room who auto-subscribes or asked for it."""
         self._sources[source.track_sid] = (publisher, source)
         source.on_frame = self.on_frame
         logger.debug("%s publishes %r", publisher.identity, source)
         for subscriber in self._subscribers(publisher.room, exclude=publisher):
-            if subscriber.auto_subscribe:
+            if subscriber.wants(source.track_sid):
                 subscriber.attach(source)
 
     def subscribed(self, track_sid: str) -> None:

@@ -154,7 +154,7 @@ class LoopbackServer:
         for player in self._players:
             player.cancel()
         await asyncio.gather(*self._players, return_exceptions=True)
-        await asyncio.gather(*(s.aclose(leave) for s in list(self._sessions)))
+        await asyncio.gather(*(s.aclose(leave) for s in list(self._sessions)), return_exceptions=True)  # logged
         self._sessions.clear()
         for name in [room.name for room in self.registry.rooms()]:
             self.registry.delete_room(name, pm.SERVER_SHUTDOWN)

@@ -24,7 +24,7 @@ from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
 from ._data_endpoint import DataTrackEndpoint
 from ._data_tracks import LABEL as DATA_TRACK_LABEL
 from ._forward import Outlet, Source
-from ._media import CodecRefused, MediaPeer, OfferedSection
+from ._media import CodecRefused, MalformedDescription, MediaPeer, OfferedSection
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
 from ._tables import TRACK_SOURCE_NAMES
@@ -132,6 +132,8 @@ class Session:
         """mid -> track sid of what the client publishes."""
         self._outlets: dict[str, Outlet] = {}
         """track sid -> outlet of what the client is sent."""
+        self._wanted: set[str] = set()
+        """Tracks the client subscribed to whose media has not arrived yet (sent once it does)."""
         self._answering_join = False
         self._negotiation: asyncio.Handle | None = None
         self._awaiting_answer = False
@@ -166,6 +168,7 @@ class Session:
         if self._channel is not None:
             self._channel.finish()
         self._closing = asyncio.create_task(self._shutdown(self._channel))
+        self._closing.add_done_callback(self._shutdown_done)
 
     # -- faults -------------------------------------------------------------------------------------------------
 
@@ -293,6 +296,10 @@ class Session:
                     await self._handle(request)
                 except CodecRefused as exc:
                     logger.info("%r: refused an offer: %s", self, exc)
+                    self._fail(pm.STATE_MISMATCH)
+                    break
+                except MalformedDescription as exc:  # before aiortc saw it: the client sends what no peer can use
+                    logger.warning("%r: refused a malformed %s: %s", self, request.WhichOneof("message"), exc)
                     self._fail(pm.STATE_MISMATCH)
                     break
                 except ValueError as exc:  # an SDP aiortc refuses: closed, as an undecodable frame is
@@ -459,15 +466,28 @@ class Session:
         self.registry.publish_track(self.participant, track)
 
     def _update_subscription(self, update: pr.UpdateSubscription) -> None:
+        """Subscribe or unsubscribe, as LiveKit does: a track announced whose media has not arrived yet is sent once
+        it does; a track the room does not have gets a SubscriptionResponse with SE_TRACK_NOTFOUND."""
         sids = list(update.track_sids)
         for tracks in update.participant_tracks:
             sids.extend(tracks.track_sids)
         for sid in sids:
             source = self.router.source(sid)
-            if update.subscribe and source is not None:
-                self.attach(source)
-            elif not update.subscribe:
+            if not update.subscribe:
+                self._wanted.discard(sid)
                 self.detach(sid)
+            elif source is not None:
+                self.attach(source)
+            elif self._track_info(sid) is not None:
+                self._wanted.add(sid)
+            else:
+                logger.info("%r: cannot subscribe to %s: no such track", self, sid)
+                refusal = pr.SubscriptionResponse(track_sid=sid, err=pm.SE_TRACK_NOTFOUND)
+                self.send(pr.SignalResponse(subscription_response=refusal))
+
+    def wants(self, track_sid: str) -> bool:
+        """Whether the client is to be sent ``track_sid`` when its media arrives (auto-subscribe, or it asked)."""
+        return self.auto_subscribe or track_sid in self._wanted
 
     def _update_track_settings(self, settings: pr.UpdateTrackSettings) -> None:
         """Enable / disable and pick the layer (by quality, or by the size the subscriber shows it at)."""
@@ -485,12 +505,17 @@ class Session:
             outlet.set_quality(quality)
 
     def _track_layers(self, track_sid: str) -> list[pm.VideoLayer]:
+        track = self._track_info(track_sid)
+        return list(track.layers) if track is not None else []
+
+    def _track_info(self, track_sid: str) -> pm.TrackInfo | None:
+        """The track ``track_sid`` another participant of the room announced, if any."""
         room = self.registry.room(self.participant.room)
         for participant in room.participants.values() if room else ():
-            for track in participant.info.tracks:
+            for track in participant.info.tracks if participant is not self.participant else ():
                 if track.sid == track_sid:
-                    return list(track.layers)
-        return []
+                    return track
+        return None
 
     # -- media --------------------------------------------------------------------------------------------------
 
@@ -505,6 +530,7 @@ class Session:
         """Send ``source`` to the client: on the subscriber connection (legacy) or the single one."""
         if self.closed or source.closed or source.track_sid in self._outlets:
             return
+        self._wanted.discard(source.track_sid)
         outlet = source.outlet(self.participant.identity)
         self._outlets[source.track_sid] = outlet
         stream_id = f"{source.owner_sid}|{source.track_sid}"
@@ -513,8 +539,21 @@ class Session:
             self._publisher_peer().queue_outlet(outlet, stream_id)
         else:
             self._subscriber_peer().send_outlet(outlet, stream_id)
+            if self._outlets.get(source.track_sid) is not outlet:  # refused at once
+                return
         self._negotiate()
         self.router.subscribed(source.track_sid)
+
+    def _outlet_refused(self, outlet: Outlet) -> None:
+        """The client cannot receive ``outlet``'s codec: as LiveKit, the subscription ends with a SubscriptionResponse
+        (SE_CODEC_UNSUPPORTED)."""
+        sid = outlet.source.track_sid
+        if self._outlets.get(sid) is outlet:
+            del self._outlets[sid]
+        outlet.source.drop(outlet)
+        logger.info("%r: cannot subscribe to %s: it takes no %s", self, sid, outlet.source.mime_type)
+        refusal = pr.SubscriptionResponse(track_sid=sid, err=pm.SE_CODEC_UNSUPPORTED)
+        self.send(pr.SignalResponse(subscription_response=refusal))
 
     def detach(self, track_sid: str) -> None:
         """Stop sending the track ``track_sid`` to the client."""
@@ -630,8 +669,11 @@ class Session:
                 on_data=self._relay_data,
                 on_inbound=self._on_inbound,
                 on_inbound_ended=self._on_inbound_ended,
+                on_refused=self._outlet_refused,
             )
-        return MediaPeer(f"{self.participant.identity}/{role}", on_connected=on_connected)
+        return MediaPeer(
+            f"{self.participant.identity}/{role}", on_connected=on_connected, on_refused=self._outlet_refused
+        )
 
     def _relay_data(self, label: str, raw: bytes) -> None:
         """A packet the client published on data channel ``label``: stamp it as LiveKit does and pass it on."""
@@ -705,6 +747,10 @@ class Session:
         if channel is not None:
             await channel.wait_closed()
         await self._close_peers()
+
+    def _shutdown_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("%r: %s while closing: %s", self, type(exc).__name__, exc)
 
     async def _close_peers(self) -> None:
         for peer in (self._publisher, self._subscriber):

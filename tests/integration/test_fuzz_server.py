@@ -1,6 +1,7 @@
 """Random frames on LoopbackServer's signal socket after a valid join never crash it: no unhandled error, and a
 normal client joins and is served afterwards. Hypothesis drives the frames; each example is a raw websocket
-client that joins, sends them, and goes."""
+client that joins, sends them, and goes. The examples are derandomized (the same ones every run) and every input
+that ever failed is an `@example`."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import aiohttp
 import pytest
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from livekit import rtc
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from rtcstack.testing import LoopbackServer
+from tests.offers import MALFORMED_OFFERS
 
 _T = TypeVar("_T")
 
@@ -93,6 +95,10 @@ requests = st.one_of(
     st.builds(lambda sids: pr.SignalRequest(subscription=pr.UpdateSubscription(track_sids=sids)), st.lists(texts)),
     st.builds(lambda r: pr.SignalRequest(update_layers=pr.UpdateVideoLayers(track_sid=r)), texts),
 )
+
+
+def _offer(sdp: str) -> bytes:
+    return pr.SignalRequest(offer=pr.SessionDescription(type="offer", sdp=sdp)).SerializeToString()
 
 
 def _flip(data: bytes, at: int, byte: int) -> bytes:
@@ -194,8 +200,14 @@ def test_random_frames_after_a_valid_join_never_crash_the_server(trouble: Troubl
         run(server.start())
         http = run(_open_http())
 
-        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(
+            max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+        )
         @given(sent=st.lists(frames, max_size=12))
+        @example(sent=[_offer(MALFORMED_OFFERS["unreadable-m-line"])])
+        @example(sent=[_offer(MALFORMED_OFFERS["forbidden-payload-type"])])
+        @example(sent=[_offer(MALFORMED_OFFERS["unknown-setup"])])
+        @example(sent=[_offer(MALFORMED_OFFERS["no-dtls"])])
         def raw_client(sent: list[bytes | str]) -> None:
             assert http is not None
             trouble.records.clear()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import datetime
 import gzip
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from rtcstack.testing import LoopbackServer
+from tests.offers import MALFORMED_OFFERS
 
 if TYPE_CHECKING:
     from conftest import Connect
@@ -174,6 +176,65 @@ async def test_unknown_resume_is_asked_to_reconnect(server: LoopbackServer, http
     assert response.leave.action == pr.LeaveRequest.RECONNECT
     assert response.leave.reason == pm.STATE_MISMATCH
     await ws.close()
+
+
+async def test_a_subscription_to_no_such_track_is_answered_track_not_found(
+    server: LoopbackServer, http: aiohttp.ClientSession
+) -> None:
+    """As LiveKit answers it (SubscriptionResponse, SE_TRACK_NOTFOUND); a track announced whose media has not
+    arrived yet is no error: the ping after it is answered with nothing before it."""
+    mallory = await _raw_join(http, server, "mallory")
+    add = pr.AddTrackRequest(cid="mic", name="mic", type=pm.AUDIO, source=pm.TrackSource.MICROPHONE)
+    await mallory.send_bytes(pr.SignalRequest(add_track=add).SerializeToString())
+    while (published := await _response(mallory, "track_published")).WhichOneof("message") != "track_published":
+        pass
+    announced = published.track_published.track.sid
+    eve = await _raw_join(http, server, "eve")
+
+    def subscribe(sid: str) -> bytes:
+        update = pr.UpdateSubscription(track_sids=[sid], subscribe=True)
+        return pr.SignalRequest(subscription=update).SerializeToString()
+
+    await eve.send_bytes(subscribe(announced))
+    await eve.send_bytes(pr.SignalRequest(ping_req=pr.Ping(timestamp=1)).SerializeToString())
+    before_pong = []
+    while (response := await _response(eve, "a pong")).WhichOneof("message") != "pong_resp":
+        before_pong.append(response.WhichOneof("message"))
+    assert "subscription_response" not in before_pong
+
+    await eve.send_bytes(subscribe("TR_nothing"))
+    while (response := await _response(eve, "a SubscriptionResponse")).WhichOneof("message") != "subscription_response":
+        pass
+    assert response.subscription_response.track_sid == "TR_nothing"
+    assert response.subscription_response.err == pm.SE_TRACK_NOTFOUND
+    assert (await _ping(eve)).last_ping_timestamp == 42
+    await eve.close()
+    await mallory.close()
+
+
+@pytest.mark.parametrize("sdp", list(MALFORMED_OFFERS.values()), ids=list(MALFORMED_OFFERS))
+async def test_a_malformed_offer_gets_a_final_leave_and_one_warning(
+    server: LoopbackServer,
+    connect: Connect,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+    sdp: str,
+) -> None:
+    alice = await connect("alice")
+    ws = await _raw_join(http, server, "mallory")
+    caplog.set_level(logging.INFO, logger="rtcstack.testing")
+
+    await ws.send_bytes(pr.SignalRequest(offer=pr.SessionDescription(type="offer", sdp=sdp)).SerializeToString())
+
+    while (response := await _response(ws, "the leave")).WhichOneof("message") != "leave":
+        pass
+    assert (response.leave.action, response.leave.reason) == (pr.LeaveRequest.DISCONNECT, pm.STATE_MISMATCH)
+    await _closed(ws)
+    await ws.close()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name.startswith(("rtcstack", "aiortc"))]
+    assert len(said) == 1 and said[0][0] == "WARNING" and "refused a malformed offer" in said[0][1], said
+    await alice.room.local_participant.set_metadata("still served")
+    assert server.participants("demo") == ["alice"]
 
 
 async def test_garbage_text_frame_closes_only_that_socket(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from livekit import api
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
 
 from rtcstack.testing import LoopbackServer
 
@@ -78,3 +82,39 @@ async def test_no_origin_no_cors_headers(http: aiohttp.ClientSession) -> None:
     async with http.get("/rtc/validate") as response:
         assert response.status == 401
         assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def _join_request() -> str:
+    inner = pr.JoinRequest(client_info=pm.ClientInfo(sdk=pm.ClientInfo.PYTHON, protocol=16))
+    wrapped = pr.WrappedJoinRequest(
+        compression=pr.WrappedJoinRequest.GZIP, join_request=gzip.compress(inner.SerializeToString())
+    )
+    return base64.urlsafe_b64encode(wrapped.SerializeToString()).decode()
+
+
+UPGRADE = {
+    "Connection": "Upgrade",
+    "Upgrade": "websocket",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode(),
+}
+
+
+@pytest.mark.parametrize("path", ["/rtc", "/rtc/v1"])
+async def test_the_signal_endpoints_answer_another_origin(
+    server: LoopbackServer, http: aiohttp.ClientSession, path: str
+) -> None:
+    """Refused (not an upgrade, bad token) or upgraded, a signal answer carries the CORS headers."""
+    params = {"join_request": _join_request()} if path == "/rtc/v1" else {}
+    async with http.get(path, params=params, headers={"Origin": ORIGIN}) as response:
+        assert response.status == 404
+        assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    refused = {**UPGRADE, "Origin": ORIGIN, "Authorization": "Bearer nonsense"}
+    async with http.get(path, params=params, headers=refused) as response:
+        assert response.status == 401
+        assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+        assert response.headers["Access-Control-Expose-Headers"] == "*"
+    allowed = {**UPGRADE, "Origin": ORIGIN, "Authorization": f"Bearer {server.token('alice', room='demo')}"}
+    async with http.get(path, params=params, headers=allowed) as response:
+        assert response.status == 101
+        assert response.headers["Access-Control-Allow-Origin"] == ORIGIN

@@ -92,12 +92,13 @@ def seconds_left(call: Call) -> float:
 
 
 @NO_SERVER_REFRESH
-@pytest.mark.parametrize("hangs", [False, True], ids=["wrong-identity", "hangs"])
+@pytest.mark.parametrize("hangs", [False, True], ids=["wrong-identity", "hangs-past-the-refresh-timeout"])
 async def test_connect_with_a_valid_token_and_a_failing_refresher_joins(
     server: LoopbackServer, make_call: CallFactory, hangs: bool
 ) -> None:
-    """An 8 s token (inside the 60 s margin): the refresher is asked once (a hanging one for at most the refresh
-    timeout), fails, and connect() joins with the token it has; the refresh goes on failing in the background."""
+    """An 8 s token (inside the 60 s margin): the refresher is asked once and fails (a hanging one is cut by the
+    1 s refresh timeout, which here comes before the join's own bound), and connect() joins with the token it has;
+    the refresh goes on failing in the background."""
     refresher = Refresher(server, hangs=hangs)
     call = make_call(refresher, ttl=8, refresh_timeout=1.0)
     recorder = Recorder(call)
@@ -114,6 +115,23 @@ async def test_connect_with_a_valid_token_and_a_failing_refresher_joins(
     errors = [event.error for event in recorder.events if event.name == "token_refresh_failed"]
     assert all(isinstance(error, TokenRefreshError) for error in errors)
     assert "token_refreshed" not in recorder.names() and call.connection_state == "connected"
+
+
+@NO_SERVER_REFRESH
+async def test_connect_with_a_hanging_refresher_joins_at_half_the_tokens_remaining_life(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """The join's own bound: with a refresh timeout (30 s) past the token's life (8 s), the join waits for the
+    refresher at most half of what is left of the token, then goes ahead while the refresher still hangs. Without
+    that bound it waits for the refresher until connect's own deadline (20 s) and fails."""
+    refresher = Refresher(server, hangs=True)
+    call = make_call(refresher, ttl=8, refresh_timeout=30.0)
+    recorder = Recorder(call)
+    await call.connect()
+    assert call.connection_state == "connected" and seconds_left(call) > 0
+    await recorder.wait("connected")
+    assert recorder.names() == ["token_expired", "connected"]  # the refresher has not answered yet
+    assert refresher.calls == 1
 
 
 @NO_SERVER_REFRESH

@@ -6,6 +6,7 @@ LoopbackServer (tests/integration/test_media.py); the fake makes the orderings c
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -23,6 +24,8 @@ from tests.unit.test_call_pump import CONNECTED, RECONNECTING, FakePublication, 
 
 GRACE = 0.4  # a little over the pump's grace for departures (0.25 s)
 FAST = ReconnectPolicy(initial_delay=0.0, max_delay=0.0)
+_SIDS = itertools.count(1)
+"""Sids of the fake publications: unique in the run, as the server's are (a Room's id may repeat)."""
 
 
 class FakeLocal(FakeParticipant):
@@ -36,7 +39,7 @@ class FakeLocal(FakeParticipant):
         if self.fail:
             raise rtc.participant.PublishTrackError("refused")
         self.published.append((track, options))
-        pub = RichPublication(f"TR_{len(self.published)}_{id(self.room) % 1000}", source=options.source)
+        pub = RichPublication(f"TR_local_{next(_SIDS)}", source=options.source)
         self.track_publications[pub.sid] = pub
         self.room.emit("local_track_published", pub, track)
         return pub
@@ -279,6 +282,30 @@ async def test_subscription_failed_and_reliable_flag() -> None:
     await call.disconnect()
 
 
+async def test_a_failure_ends_a_subscription_the_app_was_told_of() -> None:
+    """The SDK reports a subscription the app was told of as failed: the app hears it end, then why."""
+    rooms = local_rooms()
+    call = make_call(rooms)
+    seen = record(call, "track_subscribed", "track_unsubscribed", "track_subscription_failed")
+    await call.connect()
+    room = rooms.made[0]
+    bob = room.add("bob")
+    room.emit("participant_connected", bob)
+    pub = FakePublication("TR_b", subscribed=True)
+    bob.track_publications[pub.sid] = pub
+    room.emit("track_subscribed", object(), pub, bob)
+    room.emit("track_subscription_failed", bob, "TR_b", "track not found")
+    room.emit("track_subscription_failed", bob, "TR_b", "track not found")  # no longer told of: only the failure
+    assert [(e[0], e[2] if e[0] == "track_subscription_failed" else e[2].sid) for e in seen] == [
+        ("track_subscribed", "TR_b"),
+        ("track_unsubscribed", "TR_b"),
+        ("track_subscription_failed", "TR_b"),
+        ("track_subscription_failed", "TR_b"),
+    ]
+    assert not seen[1][2].subscribed
+    await call.disconnect()
+
+
 def bob_snapshot(call: Call) -> Participant | None:
     return next(p for p in call.participants if p.identity == "bob")
 
@@ -351,6 +378,33 @@ async def test_audio_stream_follows_the_track_across_a_rejoin_and_ends_when_they
         await next_frame(stream)
     await stream.aclose()
     assert sdk_streams[1].closed and call._followers == []
+    await call.disconnect()
+
+
+async def test_a_reader_that_falls_behind_gets_the_newest_100_frames(sdk_streams: list[FakeSdkStream]) -> None:
+    """The README's bound: a stream keeps 100 frames for a slow reader, the oldest going first."""
+    rooms = local_rooms()
+    call = make_call(rooms)
+    await call.connect()
+    room = rooms.made[0]
+    bob = room.add("bob")
+    room.emit("participant_connected", bob)
+    stream = call.audio_stream("bob")
+    pub = FakePublication("TR_b")
+    bob.track_publications[pub.sid] = pub
+    room.emit("track_subscribed", object(), pub, bob)
+    (sdk,) = sdk_streams
+    for n in range(150):
+        sdk.frames.put_nowait(n)
+
+    async def piped() -> None:
+        while not sdk.frames.empty():  # noqa: ASYNC110  (the pipe takes them all in one step once it runs)
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(piped(), 5)
+    assert [await next_frame(stream) for _ in range(100)] == list(range(50, 150))
+    sdk.frames.put_nowait("next")
+    assert await next_frame(stream) == "next"  # nothing else was kept
     await call.disconnect()
 
 

@@ -317,6 +317,26 @@ async def test_transient_end_rejoins_with_a_fresh_room() -> None:
     await call.disconnect()
 
 
+async def test_a_failure_in_a_task_of_the_call_is_logged_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    """The Room a rejoin leaves behind is closed in a task of the call; its close failing is logged once (tests/
+    conftest.py fails a test that leaves a task's exception unretrieved)."""
+    rooms = Rooms()
+    call = make_call(rooms, reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0))
+    await call.connect()
+    first = rooms.made[0]
+
+    async def broken() -> None:
+        raise RuntimeError("the FFI refused")
+
+    first.disconnect = broken  # type: ignore[method-assign]  # a Room whose close fails
+    first.emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
+    await call.wait_for("reconnected", timeout=5)
+    await settle()
+    await call.disconnect()
+    failed = [r.getMessage() for r in caplog.records if r.name == "rtcstack" and r.levelname == "ERROR"]
+    assert failed == ["a task of the call failed: RuntimeError: the FFI refused"]
+
+
 async def test_a_timed_out_rejoin_closes_its_room_when_its_connect_ends() -> None:
     """A rejoin's Room that does not connect within connect_timeout is given up and the next rejoin made; when that
     late connect does end, the Room is closed (not left connected, as a second session of the same identity)."""

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
 
 import rtcstack.testing
 from rtcstack import _vocab
-from rtcstack.testing._forward import Source, keyframe_of
-from rtcstack.testing._media import accept_layers, offered_sections, unsupported
+from rtcstack.testing._forward import Outlet, ReceiverTap, Source, keyframe_of
+from rtcstack.testing._media import MediaPeer, accept_layers, description_problem, offered_sections, unsupported
+from rtcstack.testing._rooms import Participant, RoomRegistry
+from rtcstack.testing._router import MediaRouter
+from rtcstack.testing._session import Session, SessionConfig
 from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
+from tests.offers import MALFORMED_OFFERS
 
 OFFER = "\r\n".join(
     [
@@ -67,6 +74,96 @@ ANSWER = "\r\n".join(
         "",
     ]
 )
+
+
+async def _aiortc_description() -> tuple[str, str]:
+    """A real offer (audio, video, data) and the answer to it, from two aiortc peers."""
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    offerer.addTransceiver("audio", direction="sendonly")
+    offerer.addTransceiver("video", direction="recvonly")
+    offerer.createDataChannel("_reliable")
+    await offerer.setLocalDescription(await offerer.createOffer())
+    await answerer.setRemoteDescription(offerer.localDescription)
+    await answerer.setLocalDescription(await answerer.createAnswer())
+    descriptions = (offerer.localDescription.sdp, answerer.localDescription.sdp)
+    await offerer.close()
+    await answerer.close()
+    return descriptions
+
+
+async def test_a_real_offer_and_answer_have_no_problem() -> None:
+    offer, answer = await _aiortc_description()
+    assert description_problem(offer, "offer") is None
+    assert description_problem(answer, "answer") is None
+    assert description_problem(offer, "answer") == "m-line 0 (audio) has no DTLS setup and fingerprint"  # actpass
+
+
+@pytest.mark.parametrize("sdp", list(MALFORMED_OFFERS.values()), ids=list(MALFORMED_OFFERS))
+def test_what_made_aiortc_raise_is_a_problem(sdp: str) -> None:
+    assert description_problem(sdp, "offer") is not None
+
+
+async def test_each_missing_part_is_named() -> None:
+    offer, _ = await _aiortc_description()
+    without = {
+        "a=mid:": "has no mid",
+        "a=ice-ufrag:": "has no ICE username fragment and password",
+        "a=fingerprint:": "has no DTLS setup and fingerprint",
+    }
+    for prefix, problem in without.items():
+        lines = [line for line in offer.split("\r\n") if not line.startswith(prefix)]
+        assert problem in str(description_problem("\r\n".join(lines), "offer")), prefix
+    unknown = re.sub(r"(a=rtpmap:\d+ )[^/]+", r"\1X-UNKNOWN", offer)
+    # the sendonly audio is left to the codec refusal (CodecRefused); the recvonly video can receive nothing
+    assert description_problem(unknown, "offer") == "m-line 1 (video) offers no codec the server knows"
+    text = offer.replace("m=audio", "m=text")
+    assert description_problem(text, "offer") == "m-line 0 (text) is of no kind WebRTC carries"
+
+
+def _video_source(sid: str, mime: str) -> Source:
+    source = Source(sid, "PA_alice", "video", "camera")
+    source.mime_type = mime
+    return source
+
+
+async def test_an_outlet_in_a_codec_the_client_offers_no_m_line_for_is_refused() -> None:
+    """Single peer connection: the client's recvonly m-line takes VP8 only; an H.264 track cannot go on it."""
+    refused: list[Outlet] = []
+    peer = MediaPeer("bob/publisher", on_refused=refused.append)
+    client = RTCPeerConnection()
+    transceiver = client.addTransceiver("video", direction="recvonly")
+    capabilities = RTCRtpReceiver.getCapabilities("video")
+    assert capabilities is not None
+    transceiver.setCodecPreferences([c for c in capabilities.codecs if c.mimeType in ("video/VP8", "video/rtx")])
+    await client.setLocalDescription(await client.createOffer())
+    h264, vp8 = _video_source("TR_h", "video/H264").outlet("bob"), _video_source("TR_v", "video/VP8").outlet("bob")
+    peer.queue_outlet(h264, "PA_alice|TR_h")
+    peer.queue_outlet(vp8, "PA_alice|TR_v")
+    _, sent = await peer.answer(client.localDescription.sdp)
+    assert refused == [h264] and list(sent.values()) == ["TR_v"] and not peer.unsent()
+    await peer.close()
+    await client.close()
+
+
+async def test_a_track_in_a_codec_aiortc_lacks_is_answered_codec_unsupported() -> None:
+    """Legacy subscriber connection: the subscription ends as LiveKit ends it, with a SubscriptionResponse."""
+    registry = RoomRegistry()
+    bob = Participant(room="demo", info=pm.ParticipantInfo(identity="bob", sid="PA_bob"))
+    config = SessionConfig(
+        ping_interval=5,
+        ping_timeout=15,
+        departure_timeout=5.0,
+        token_refresh_interval=None,
+        mint=lambda session, ttl: "",
+    )
+    session = Session(registry, config, bob, single_pc=False, can_update_metadata=True, router=MediaRouter(registry))
+    sent: list[pr.SignalResponse] = []
+    session.send = sent.append  # type: ignore[method-assign]  # what the client would be sent
+    vp9 = _video_source("TR_v", "video/VP9")
+    session.attach(vp9)
+    refusal = pr.SubscriptionResponse(track_sid="TR_v", err=pm.SE_CODEC_UNSUPPORTED)
+    assert sent == [pr.SignalResponse(subscription_response=refusal)] and vp9.outlets == []
+    await session.aclose()
 
 
 def test_offered_sections_read_mid_direction_track_codecs_and_layers() -> None:
@@ -175,6 +272,33 @@ async def test_an_outlet_sends_the_layer_of_its_quality_and_switches_at_a_keyfra
     frames = [await outlet.recv() for _ in range(2)]
     assert [(bytes(f), f.pts) for f in frames] == [(DELTA, 3000), (KEY, 6000)]
     assert not outlet._frames
+
+
+class _FailingReceiver:
+    """What `ReceiverTap` reads of an aiortc receiver, whose PLIs fail (its transport went away)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    async def _handle_rtp_packet(self, packet: object, arrival_time_ms: int) -> None:
+        raise AssertionError("no packet in this test")
+
+    async def _send_rtcp_pli(self, ssrc: int) -> None:
+        self.asked.append(ssrc)
+        raise RuntimeError("no transport")
+
+
+async def test_a_pli_that_fails_is_not_left_unretrieved(caplog: pytest.LogCaptureFixture) -> None:
+    """tests/conftest.py fails this test if the PLI task's exception is left for the garbage collector."""
+    caplog.set_level("DEBUG", logger="rtcstack.testing")
+    receiver = _FailingReceiver()
+    tap = ReceiverTap(receiver, "audio")
+    tap._ssrc = 1234
+    tap.request_keyframe()
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert receiver.asked == [1234]
+    assert "a PLI was not sent: RuntimeError: no transport" in caplog.messages
 
 
 def test_layer_for_falls_back_to_what_arrived() -> None:
