@@ -134,10 +134,11 @@ CONNECT = Bench(
     connect_latency,
     [
         "**connect latency**: `await call.connect()` against `await Room.connect()`, each on a fresh object and "
-        "disconnected after; 20 of each, alternating, after 2 warm-up connects each. The server runs in another "
-        "process. **time outside Room.connect()**: the same connects, paired: the call's `connect()` minus the "
-        "`Room.connect()` inside it (a `Room` subclass times it), that is what rtcstack itself adds; unlike the "
-        "difference of two medians it does not drown in the SDK's and the machine's noise.",
+        "disconnected after; 20 of each, alternating, after 2 warm-up connects each. The server (livekit-server: "
+        "with the signal proxy every connection passes through) runs in another process. **time outside "
+        "Room.connect()**: the same connects, paired: the call's `connect()` minus the `Room.connect()` inside it (a "
+        "`Room` subclass times it), that is what rtcstack itself adds; unlike the difference of two medians it does "
+        "not drown in the SDK's and the machine's noise.",
     ],
 )
 

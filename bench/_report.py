@@ -149,7 +149,7 @@ def render(
 ) -> str:
     """The whole BENCHMARKS.md (or BENCHMARKS-livekit.md)."""
     against = (
-        "a real livekit-server (`rtcstack.testing.LiveKitServer`: the server's process behind its signal proxy)"
+        "a real livekit-server (`rtcstack.testing.LiveKitServer`: its process behind the signal proxy)"
         if server == "livekit"
         else "`rtcstack.testing.LoopbackServer`"
     )
@@ -157,10 +157,10 @@ def render(
         "# Benchmarks" + (" against livekit-server" if server == "livekit" else ""),
         "",
         f"Measured with `{command}`: rtcstack's `Call` and the raw `livekit.rtc.Room` side by side in the same run",
-        f"(alternating runs), against {against}"
-        + (" in a private network namespace." if isolated else " on the host network (not in a namespace).")
-        + " Ratio is",
-        "rtcstack / raw and Δ is rtcstack - raw, both on the medians; a target on Δ is a limit on what rtcstack adds.",
+        f"(alternating runs), against {against}",
+        ("in a private network namespace." if isolated else "on the host network (not in a namespace).")
+        + " Ratio is rtcstack / raw and Δ is rtcstack - raw, both on the medians; a target on Δ is a limit on what",
+        "rtcstack adds.",
         *(["", "**--quick: a smoke test with few runs; these are not figures to quote.**"] if quick else []),
         "",
         *(f"- **{label}**: {value}" for label, value in env),
