@@ -24,6 +24,8 @@ from ._serve import AnyServer, in_process
 __all__ = ["MEDIA"]
 
 WAIT = 30.0
+RUNS = 15
+"""Runs of each side: a rejoin's figures spread by hundreds of ms on a busy machine."""
 MIC = rtc.TrackSource.SOURCE_MICROPHONE
 POLICY = ReconnectPolicy(initial_delay=0.0, max_delay=0.0)
 """Rejoin at once: the figure is the media's recovery, not the backoff's jitter."""
@@ -220,7 +222,7 @@ async def _raw_run(server: AnyServer, run: int) -> tuple[float, float, float, fl
 
 
 async def media_recovery(ctx: Context) -> list[Row]:
-    runs = ctx.runs(7, 1)
+    runs = ctx.runs(RUNS, 1)
     figures: dict[str, dict[str, list[float]]] = {
         name: {"rtcstack": [], "raw": []} for name in ("fault-follow", "fault-hear", "back-follow", "back-hear")
     }
@@ -277,7 +279,7 @@ _MEASURED = (
     "followed stream, and in the listener's. The raw Room does the same by hand (an `AudioStream` per "
     "`track_subscribed`) through its own full restart, which republishes by itself and subscribes again before its "
     "`reconnected` (so its figures from `reconnected` can be negative; the ratio is taken from the fault). Fresh "
-    "rooms per run, 7 each, alternating."
+    f"rooms per run, {RUNS} each, alternating."
 )
 
 MEDIA = Bench(
