@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--only NAME ...] [--output PATH]`: run the benchmarks, print the table, write it."""
+"""`python -m bench [--server {loopback,livekit}] [--quick] [--only NAME ...] [--output PATH]`: run the benchmarks,
+print the table, write it."""
 
 from __future__ import annotations
 
@@ -16,14 +17,22 @@ from ._events import EVENTS, ROSTER
 from ._media import MEDIA
 from ._recovery import EXPIRED, RESUME
 from ._report import Row, environment, render, table
+from ._serve import SERVERS
 from ._sfu import SFU
 
 BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU)
 ROOT = Path(__file__).resolve().parents[1]
+OUTPUT = {"loopback": ROOT / "BENCHMARKS.md", "livekit": ROOT / "BENCHMARKS-livekit.md"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--server",
+        choices=SERVERS,
+        default="loopback",
+        help="LoopbackServer, or a real livekit-server (LiveKitServer: $LIVEKIT_SERVER_BIN or livekit-server on PATH)",
+    )
     parser.add_argument("--quick", action="store_true", help="a few runs of each figure (a smoke test)")
     parser.add_argument(
         "--only",
@@ -32,7 +41,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this benchmark (repeatable): {', '.join(bench.name for bench in BENCHES)}",
     )
-    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md", help="where to write the table")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="where to write the table (default: BENCHMARKS.md, or BENCHMARKS-livekit.md with --server livekit)",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,23 +67,27 @@ async def run(benches: list[Bench], ctx: Context) -> tuple[list[Row], int]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     chosen = [bench for bench in BENCHES if not args.only or bench.name in args.only]
+    runnable = [bench for bench in chosen if args.server == "loopback" or not bench.loopback_only]
     load_before = os.getloadavg()[0]
-    ctx = Context(quick=args.quick)
-    rows, failed = asyncio.run(run(chosen, ctx))
+    ctx = Context(quick=args.quick, server=args.server)
+    rows, failed = asyncio.run(run(runnable, ctx))
     print(table(rows))
     command = shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)])
-    notes = [note for bench in chosen for note in bench.notes] + [f"**In this run**: {r}" for r in ctx.remarks]
-    args.output.write_text(
+    notes = [note for bench in chosen for note in bench.notes_for(args.server)]
+    notes += [f"**In this run**: {remark}" for remark in ctx.remarks]
+    output = args.output or OUTPUT[args.server]
+    output.write_text(
         render(
             rows,
-            environment(ROOT, load_before),
+            environment(ROOT, load_before, args.server),
             command,
             notes,
+            server=args.server,
             quick=args.quick,
             isolated=bool(os.environ.get("RTCSTACK_NETNS")),
         )
     )
-    log(f"wrote {args.output}")
+    log(f"wrote {output}")
     return 1 if failed else 0
 
 

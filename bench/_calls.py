@@ -149,4 +149,7 @@ CALLS = Bench(
         "connected and doing nothing, in % of one core; 'in total' is for all N. 3 runs each, alternating; the "
         "server runs in the parent process.",
     ],
+    loopback_only=(
+        "memory, CPU and handles of the client process; it waits on LoopbackServer's `rooms()` between runs."
+    ),
 )

@@ -24,9 +24,11 @@ SIDES = ("rtcstack", "raw")
 
 @dataclass(frozen=True)
 class Context:
-    """How much to measure (``quick``: a few runs of everything, a smoke test, not figures to quote)."""
+    """How much to measure (``quick``: a few runs of everything, a smoke test, not figures to quote), and against
+    which server (``loopback`` or ``livekit``, see `bench._serve`)."""
 
     quick: bool
+    server: str = "loopback"
     remarks: list[str] = field(default_factory=list)
     """What went wrong or was unusual in this run, for the notes under the table."""
 
@@ -41,6 +43,17 @@ class Bench:
     name: str
     run: Callable[[Context], Awaitable[list[Row]]]
     notes: Sequence[str]
+    livekit_notes: Sequence[str] = ()
+    """The notes in place of `notes` under ``--server livekit``, where they differ."""
+    loopback_only: str = ""
+    """Why it runs against LoopbackServer only (skipped under ``--server livekit``, with this in the notes)."""
+
+    def notes_for(self, server: str) -> Sequence[str]:
+        if server == "livekit":
+            if self.loopback_only:
+                return [f"**{self.name}** (skipped: LoopbackServer only): {self.loopback_only}"]
+            return self.livekit_notes or self.notes
+        return self.notes
 
 
 def log(message: str) -> None:

@@ -44,7 +44,7 @@ async def connect_latency(ctx: Context) -> list[Row]:
     runs = ctx.runs(20, 5)
     samples: dict[str, list[float]] = {"rtcstack": [], "raw": []}
     own: dict[str, list[float]] = {"rtcstack": [], "raw": []}
-    async with served() as server:
+    async with served(ctx.server) as server:
         for side in ("rtcstack", "raw", "rtcstack", "raw"):
             await _connect_once(server, side, f"warmup-{side}-{time.monotonic_ns()}")
         for run in range(runs):
@@ -134,10 +134,11 @@ CONNECT = Bench(
     connect_latency,
     [
         "**connect latency**: `await call.connect()` against `await Room.connect()`, each on a fresh object and "
-        "disconnected after; 20 of each, alternating, after 2 warm-up connects each. The server runs in another "
-        "process. **time outside Room.connect()**: the same connects, paired: the call's `connect()` minus the "
-        "`Room.connect()` inside it (a `Room` subclass times it), that is what rtcstack itself adds; unlike the "
-        "difference of two medians it does not drown in the SDK's and the machine's noise.",
+        "disconnected after; 20 of each, alternating, after 2 warm-up connects each. The server (livekit-server: "
+        "with the signal proxy every connection passes through) runs in another process. **time outside "
+        "Room.connect()**: the same connects, paired: the call's `connect()` minus the `Room.connect()` inside it (a "
+        "`Room` subclass times it), that is what rtcstack itself adds; unlike the difference of two medians it does "
+        "not drown in the SDK's and the machine's noise.",
     ],
 )
 
@@ -150,4 +151,6 @@ CROWD = Bench(
         "returned, until every one of them lists the others, and the time of the connects outside "
         "`Room.connect()` added up. The server runs in another process; 3 runs each, alternating.",
     ],
+    loopback_only="livekit-server sends the joins of participants that publish nothing in batches every 3 s "
+    "(`update_interval`), so the figure would measure that interval.",
 )

@@ -194,6 +194,7 @@ EVENTS = Bench(
         "`call.on` handler has run, against one sync handler on a raw Room for the same event (both pay the SDK's "
         "own `emit`). 15 batches of 5,000 each, alternating; Δ is what the facade adds per event.",
     ],
+    loopback_only="the cost of an event inside the client; the server plays no part in it.",
 )
 
 ROSTER = Bench(
@@ -205,4 +206,5 @@ ROSTER = Bench(
         "quality event about one of them (as above), and of one `active_speakers_changed` whose 3 speakers "
         "alternate between p0-p2 and p1-p3 (2 change each time), with N in the room. 15 batches each, alternating.",
     ],
+    loopback_only="its N participants are LoopbackServer's synthetic ones (`add_participant`).",
 )

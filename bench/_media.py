@@ -1,5 +1,8 @@
 """Media after a rejoin: `reconnected` to the first frame a followed stream yields, and to the first frame another
-client hears of the track published again; against the raw Room's own full restart (which republishes itself)."""
+client hears of the track published again; against the raw Room's own full restart (which republishes itself).
+
+Against LoopbackServer the caller is synthetic and the faults are its leaves; against livekit-server the caller is a
+Room and the faults come from the signal proxy (`_caller`, `_rejoin`, `_restart`)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,13 @@ from rtcstack.testing import LoopbackServer
 
 from ._common import Bench, Context, log, order
 from ._report import Row, Target
+from ._serve import AnyServer, in_process
 
 __all__ = ["MEDIA"]
 
 WAIT = 30.0
+RUNS = 15
+"""Runs of each side: a rejoin's figures spread by hundreds of ms on a busy machine."""
 MIC = rtc.TrackSource.SOURCE_MICROPHONE
 POLICY = ReconnectPolicy(initial_delay=0.0, max_delay=0.0)
 """Rejoin at once: the figure is the media's recovery, not the backoff's jitter."""
@@ -78,6 +84,46 @@ async def _tone() -> AsyncIterator[rtc.LocalAudioTrack]:
         await source.aclose()
 
 
+@contextlib.asynccontextmanager
+async def _caller(server: AnyServer, room_name: str) -> AsyncIterator[None]:
+    """A participant "caller" in ``room_name`` publishing a tone: synthetic on LoopbackServer, else a Room."""
+    if isinstance(server, LoopbackServer):
+        await server.add_participant(room_name, "caller", audio="tone:440")
+        try:
+            yield
+        finally:
+            await server.remove_participant(room_name, "caller")
+        return
+    room = rtc.Room()
+    try:
+        async with _tone() as track:
+            await room.connect(server.url, server.token("caller", room=room_name))
+            await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+            yield
+    finally:
+        await room.disconnect()
+
+
+async def _rejoin(server: AnyServer, identity: str) -> None:
+    """Make the call rejoin with a fresh Room: the server's leave(server_shutdown); on livekit-server the signal cut
+    with the SDK's resume and full restart refused with 401 (then its validate too), so that it gives up at once."""
+    if isinstance(server, LoopbackServer):
+        await server.leave(identity, reason="server_shutdown")
+    else:
+        server.refuse_joins(count=2, status=401, identity=identity)
+        await server.drop_signal(identity)
+
+
+async def _restart(server: AnyServer, identity: str) -> None:
+    """Make the raw SDK restart in full: the server's leave(action=reconnect); on livekit-server the signal cut with
+    the SDK's resume refused with 401 (its full restart then gets in)."""
+    if isinstance(server, LoopbackServer):
+        await server.leave(identity, action="reconnect")
+    else:
+        server.refuse_joins(count=1, status=401, identity=identity)
+        await server.drop_signal(identity)
+
+
 def _listen(room: rtc.Room, identity: str, frames: Frames, tasks: set[asyncio.Task[None]]) -> None:
     """What an app on the raw SDK does: read every audio track of `identity` it gets subscribed to."""
 
@@ -99,16 +145,15 @@ def _listen(room: rtc.Room, identity: str, frames: Frames, tasks: set[asyncio.Ta
     room.on("track_subscribed", subscribed)
 
 
-async def _facade_run(server: LoopbackServer, run: int) -> tuple[float, float, float, float]:
+async def _facade_run(server: AnyServer, run: int) -> tuple[float, float, float, float]:
     room_name = f"media-rtcstack-{run}"
-    await server.add_participant(room_name, "caller", audio="tone:440")
     call = create_call(server.url, server.token("alice", room=room_name), options=CallOptions(reconnect=POLICY))
     ear = rtc.Room()
     heard, followed = Frames(), Frames()
     tasks: set[asyncio.Task[None]] = set()
     _listen(ear, "alice", heard, tasks)
     try:
-        async with _tone() as track:
+        async with _caller(server, room_name), _tone() as track:
             await call.connect()
             await ear.connect(server.url, server.token("ear", room=room_name))
             await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
@@ -129,7 +174,7 @@ async def _facade_run(server: LoopbackServer, run: int) -> tuple[float, float, f
             back: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             call.once("reconnected", lambda: back.set_result(time.perf_counter()))
             fault = time.perf_counter()
-            await server.leave("alice", reason="server_shutdown")
+            await _rejoin(server, "alice")
             return (
                 fault,
                 await asyncio.wait_for(back, WAIT),
@@ -142,19 +187,17 @@ async def _facade_run(server: LoopbackServer, run: int) -> tuple[float, float, f
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await server.remove_participant(room_name, "caller")
 
 
-async def _raw_run(server: LoopbackServer, run: int) -> tuple[float, float, float, float]:
+async def _raw_run(server: AnyServer, run: int) -> tuple[float, float, float, float]:
     room_name = f"media-raw-{run}"
-    await server.add_participant(room_name, "caller", audio="tone:440")
     bob, ear = rtc.Room(), rtc.Room()
     heard, followed = Frames(), Frames()
     tasks: set[asyncio.Task[None]] = set()
     _listen(ear, "bob", heard, tasks)
     _listen(bob, "caller", followed, tasks)
     try:
-        async with _tone() as track:
+        async with _caller(server, room_name), _tone() as track:
             await bob.connect(server.url, server.token("bob", room=room_name))
             await ear.connect(server.url, server.token("ear", room=room_name))
             await bob.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
@@ -163,7 +206,7 @@ async def _raw_run(server: LoopbackServer, run: int) -> tuple[float, float, floa
             back: asyncio.Future[float] = asyncio.get_running_loop().create_future()
             bob.once("reconnected", lambda: back.set_result(time.perf_counter()))
             fault = time.perf_counter()
-            await server.leave("bob", action="reconnect")
+            await _restart(server, "bob")
             return (
                 fault,
                 await asyncio.wait_for(back, WAIT),
@@ -176,15 +219,14 @@ async def _raw_run(server: LoopbackServer, run: int) -> tuple[float, float, floa
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await server.remove_participant(room_name, "caller")
 
 
 async def media_recovery(ctx: Context) -> list[Row]:
-    runs = ctx.runs(7, 1)
+    runs = ctx.runs(RUNS, 1)
     figures: dict[str, dict[str, list[float]]] = {
         name: {"rtcstack": [], "raw": []} for name in ("fault-follow", "fault-hear", "back-follow", "back-hear")
     }
-    async with LoopbackServer() as server:
+    async with in_process(ctx.server) as server:
         for run in range(runs):
             for side in order(run):
                 measure = _facade_run if side == "rtcstack" else _raw_run
@@ -230,17 +272,33 @@ async def media_recovery(ctx: Context) -> list[Row]:
     ]
 
 
+_MEASURED = (
+    "the call follows the caller with `call.audio_stream` and publishes its own tone with `call.publish_track`, "
+    "which a listener reads. Measured from the fault, and from the `reconnected` handler, to the first audible frame "
+    f"(RMS > {AUDIBLE:g}: a jitter buffer makes silent ones meanwhile) of the track of after the fault in the "
+    "followed stream, and in the listener's. The raw Room does the same by hand (an `AudioStream` per "
+    "`track_subscribed`) through its own full restart, which republishes by itself and subscribes again before its "
+    "`reconnected` (so its figures from `reconnected` can be negative; the ratio is taken from the fault). Fresh "
+    f"rooms per run, {RUNS} each, alternating."
+)
+
 MEDIA = Bench(
     "media",
     media_recovery,
     [
-        "**rejoin → media**: a synthetic caller publishes a tone; the call follows it with `call.audio_stream` and "
-        "publishes its own tone with `call.publish_track`, which a listener reads. `leave(server_shutdown)` makes the "
-        "call rejoin with a fresh Room (policy without delay). Measured from the fault, and from the `reconnected` "
-        f"handler, to the first audible frame (RMS > {AUDIBLE:g}: a jitter buffer makes silent ones meanwhile) of the "
-        "track of after the fault in the followed stream, and in the listener's. The raw Room does the same by hand "
-        "(an `AudioStream` per `track_subscribed`) through its own full restart (`leave(action=reconnect)`), which "
-        "republishes by itself and subscribes again before its `reconnected` (so its figures from `reconnected` can "
-        "be negative; the ratio is taken from the fault). Fresh rooms per run, 7 each, alternating.",
+        "**rejoin → media**: a synthetic caller publishes a tone; " + _MEASURED + " The faults: "
+        "`leave(server_shutdown)` makes the call rejoin with a fresh Room (policy without delay); "
+        "`leave(action=reconnect)` makes the raw Room restart in full.",
+    ],
+    [
+        "**rejoin → media**: the caller is a Room publishing a tone (livekit-server has no synthetic participants); "
+        + _MEASURED
+        + " The faults come from the signal proxy. rtcstack: the proxy refuses the call's next 2 signal connects "
+        "with 401 (and its validate after them) and cuts its signal; the SDK's resume is refused, ~0.1 s later its "
+        "full restart too, and it gives up (`JOIN_FAILURE`, ~0.15 s after the fault); the call rejoins at once "
+        "(policy without delay) with a fresh Room, which republishes the call's track and subscribes to the caller. "
+        "Raw Room: the proxy refuses 1 connect with 401 and cuts the signal; the resume is refused and ~0.1 s later "
+        "the SDK's own full restart gets in, in the same Room. So the rtcstack side goes through one refused connect "
+        "more, and a Room of its own: that is what the call's rejoin costs against the SDK's restart.",
     ],
 )

@@ -14,6 +14,7 @@ from rtcstack.testing import LoopbackServer
 
 from ._common import Bench, Context, log, order
 from ._report import Row, Target
+from ._serve import in_process
 
 __all__ = ["EXPIRED", "RESUME"]
 
@@ -32,7 +33,7 @@ async def signal_drop(ctx: Context) -> list[Row]:
     runs = ctx.runs(7, 1)
     samples: dict[str, list[float]] = {"rtcstack": [], "raw": []}
     loop = asyncio.get_running_loop()
-    async with LoopbackServer() as server:
+    async with in_process(ctx.server) as server:
         call = create_call(server.url, server.token("alice", room="resume-rtcstack"))
         room = rtc.Room()
         await call.connect()
@@ -137,6 +138,12 @@ RESUME = Bench(
         "`reconnected` handler runs, against the raw Room's `reconnected` handler (the SDK's own resume, ~3 s of it "
         "a wait inside the SDK). One call and one Room, 7 drops each, alternating.",
     ],
+    [
+        "**signal drop → reconnected**: `LiveKitServer.drop_signal()` aborts the client's connection at the signal "
+        "proxy in front of livekit-server (the server sees it end); the time until the call's `reconnected` handler "
+        "runs, against the raw Room's `reconnected` handler (the SDK's own resume, through the proxy, ~3 s of it a "
+        "wait inside the SDK). One call and one Room, 7 drops each, alternating.",
+    ],
 )
 
 EXPIRED = Bench(
@@ -150,4 +157,9 @@ EXPIRED = Bench(
         "(its own token has expired, so an app could not simply connect it again). Fresh call / Room per run, 5 "
         "each, alternating.",
     ],
+    loopback_only=(
+        "as built it needs a server that sends `leave(server_shutdown)` once a token has expired and "
+        "pushes no refreshed token (`LoopbackServer(token_refresh=False)`); livekit-server's RoomService "
+        "removal is not a transient leave."
+    ),
 )

@@ -13,6 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
+from rtcstack.testing._livekit import LiveKitServerError, find_binary
+
 __all__ = ["Row", "Target", "environment", "render", "table"]
 
 PACKAGES = ("livekit", "livekit-api", "livekit-protocol", "aiortc", "rtcstack")
@@ -111,8 +113,9 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(out)
 
 
-def environment(root: Path, load_before: float) -> list[tuple[str, str]]:
-    """Date, machine, its load (other processes share it), Python and package versions, as (label, value) pairs."""
+def environment(root: Path, load_before: float, server: str = "loopback") -> list[tuple[str, str]]:
+    """Date, machine, its load (other processes share it), Python and package versions (and livekit-server's),
+    as (label, value) pairs."""
     versions = []
     for name in PACKAGES:
         try:
@@ -123,6 +126,8 @@ def environment(root: Path, load_before: float) -> list[tuple[str, str]]:
     if commit:
         dirty = _git(root, "status", "--porcelain", "--", "rtcstack")
         versions[-1] += f" (commit {commit}" + (", with uncommitted changes in rtcstack/)" if dirty else ")")
+    if server == "livekit":
+        versions.append(_livekit_server_version())
     return [
         ("date", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")),
         ("machine", f"{os.cpu_count()} cores ({_cpu_model()}), {_ram_gib():.0f} GiB RAM, Linux {platform.release()}"),
@@ -138,18 +143,24 @@ def render(
     command: str,
     notes: Sequence[str],
     *,
+    server: str = "loopback",
     quick: bool,
     isolated: bool,
 ) -> str:
-    """The whole BENCHMARKS.md."""
+    """The whole BENCHMARKS.md (or BENCHMARKS-livekit.md)."""
+    against = (
+        "a real livekit-server (`rtcstack.testing.LiveKitServer`: its process behind the signal proxy)"
+        if server == "livekit"
+        else "`rtcstack.testing.LoopbackServer`"
+    )
     head = [
-        "# Benchmarks",
+        "# Benchmarks" + (" against livekit-server" if server == "livekit" else ""),
         "",
         f"Measured with `{command}`: rtcstack's `Call` and the raw `livekit.rtc.Room` side by side in the same run",
-        "(alternating runs), against `rtcstack.testing.LoopbackServer`"
-        + (" in a private network namespace." if isolated else " on the host network (not in a namespace).")
-        + " Ratio is",
-        "rtcstack / raw and Δ is rtcstack - raw, both on the medians; a target on Δ is a limit on what rtcstack adds.",
+        f"(alternating runs), against {against}",
+        ("in a private network namespace." if isolated else "on the host network (not in a namespace).")
+        + " Ratio is rtcstack / raw and Δ is rtcstack - raw, both on the medians; a target on Δ is a limit on what",
+        "rtcstack adds.",
         *(["", "**--quick: a smoke test with few runs; these are not figures to quote.**"] if quick else []),
         "",
         *(f"- **{label}**: {value}" for label, value in env),
@@ -194,6 +205,17 @@ def _ram_gib() -> float:
     except OSError:
         pass
     return 0.0
+
+
+def _livekit_server_version() -> str:
+    """``livekit-server <version>`` of the binary LiveKitServer runs."""
+    try:
+        done = subprocess.run(
+            [str(find_binary()), "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired, LiveKitServerError):
+        return "livekit-server (version unknown)"
+    return done.stdout.strip().replace(" version ", " ") or "livekit-server (version unknown)"
 
 
 def _git_commit(root: Path) -> str:

@@ -1,7 +1,9 @@
-"""A LoopbackServer in a child process, so that the figures of the clients in this one hold no server work.
+"""The server a benchmark runs against (`--server`): LoopbackServer or a real livekit-server (LiveKitServer).
 
-`python -m bench._serve` reads ``api_key`` and ``api_secret`` as JSON on its first stdin line, prints the server's
-URL as one line, and serves until stdin closes.
+`served` runs it in a child process, so that the figures of the clients in this one hold no server work (nor, for
+livekit-server, the work of its signal proxy): `python -m bench._serve` reads ``server``, ``api_key`` and
+``api_secret`` as JSON on its first stdin line, prints the server's URL as one line, and serves until stdin closes.
+`in_process` makes one in this process, for benchmarks that inject faults.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from pathlib import Path
 
 from livekit import api
 
-from rtcstack.testing import LoopbackServer
+from rtcstack.testing import LiveKitServer, LoopbackServer
 
-__all__ = ["Served", "served"]
+__all__ = ["SERVERS", "AnyServer", "Served", "in_process", "served"]
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVERS = ("loopback", "livekit")
+AnyServer = LoopbackServer | LiveKitServer
+
+
+def in_process(kind: str, api_key: str = "devkey", api_secret: str | None = None) -> AnyServer:
+    """A server of ``kind`` (one of `SERVERS`), not started: use it as ``async with``."""
+    secret = api_secret or secrets.token_urlsafe(32)
+    if kind == "livekit":
+        return LiveKitServer(api_key=api_key, api_secret=secret)
+    return LoopbackServer(api_key=api_key, api_secret=secret)
 
 
 class Served:
@@ -40,15 +52,15 @@ class Served:
 
 
 @contextlib.asynccontextmanager
-async def served() -> AsyncIterator[Served]:
-    """Start a LoopbackServer in a child process; it stops when the block ends."""
+async def served(kind: str = "loopback") -> AsyncIterator[Served]:
+    """Start a server of ``kind`` in a child process; it stops when the block ends."""
     key, secret = "devkey", secrets.token_urlsafe(32)
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench._serve", cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
     assert child.stdin is not None and child.stdout is not None
     try:
-        child.stdin.write(json.dumps({"api_key": key, "api_secret": secret}).encode() + b"\n")
+        child.stdin.write(json.dumps({"server": kind, "api_key": key, "api_secret": secret}).encode() + b"\n")
         await child.stdin.drain()
         url = (await asyncio.wait_for(child.stdout.readline(), 30)).decode().strip()
         if not url:
@@ -68,7 +80,7 @@ async def _serve() -> None:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     keys = json.loads(await reader.readline())
-    async with LoopbackServer(api_key=keys["api_key"], api_secret=keys["api_secret"]) as server:
+    async with in_process(keys["server"], keys["api_key"], keys["api_secret"]) as server:
         print(server.url, flush=True)
         await reader.read()
 

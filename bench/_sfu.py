@@ -144,4 +144,5 @@ SFU = Bench(
         "**publish_track → first video frame**: from the call of `publish_track` for the camera (the microphone "
         "already published) to the first frame a subscriber's `VideoStream` yields; 5 rooms.",
     ],
+    loopback_only="it measures LoopbackServer's own CPU as an SFU.",
 )

@@ -1,10 +1,14 @@
-"""`python -m bench` still runs: a quick connect benchmark prints its table and writes it (no timing is checked)."""
+"""`python -m bench` still runs: a quick connect benchmark prints its table and writes it (no timing is checked),
+against LoopbackServer and against livekit-server."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+from rtcstack.testing._livekit import find_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,25 +17,50 @@ def cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-def test_quick_connect_bench_prints_and_writes_its_table(tmp_path: Path) -> None:
-    output = tmp_path / "BENCHMARKS.md"
+def bench(*args: str, env: dict[str, str] | None = None) -> tuple[list[list[str]], str]:
+    """Run ``python -m bench --quick *args``; the rows of the table it printed (header first), and its stdout."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--only", "connect", "--output", str(output)],
+        [sys.executable, "-m", "bench", "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=90,
         check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    table = [cells(line) for line in done.stdout.splitlines() if line.startswith("|") and "---" not in line]
+    return [cells(line) for line in done.stdout.splitlines() if line.startswith("|") and "---" not in line], done.stdout
+
+
+def test_quick_connect_bench_prints_and_writes_its_table(tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    table, stdout = bench("--only", "connect", "--output", str(output))
     assert table[0][:3] == ["figure", "unit", "runs"]
     assert table[0][3].startswith("rtcstack: median") and table[0][4].startswith("raw Room: median")
     assert [row[0] for row in table[1:]] == ["connect latency", "connect: time outside Room.connect()"]
     assert all(row[2] == "5" for row in table[1:])
     written = output.read_text()
     assert written.startswith("# Benchmarks\n")
-    assert done.stdout.strip() in written
+    assert stdout.strip() in written
     for label in ("date", "machine", "python", "packages"):
         assert f"- **{label}**: " in written
     assert "livekit-api " in written and "aiortc " in written and "rtcstack " in written
+
+
+def test_livekit_run_measures_against_livekit_server_and_skips_loopback_only_benches(tmp_path: Path) -> None:
+    """The connect figures come from a livekit-server process (a wrapper of the binary tells that it served), and
+    sfu, which measures LoopbackServer itself, is skipped with its reason in the notes."""
+    served = tmp_path / "served"
+    wrapper = tmp_path / "livekit-server"
+    wrapper.write_text(f'#!/bin/sh\n[ -n "$LIVEKIT_CONFIG" ] && echo served >> {served}\nexec {find_binary()} "$@"\n')
+    wrapper.chmod(0o755)
+    output = tmp_path / "BENCHMARKS-livekit.md"
+    env = {**os.environ, "LIVEKIT_SERVER_BIN": str(wrapper)}
+    table, stdout = bench("--server", "livekit", "--only", "connect", "--only", "sfu", "--output", str(output), env=env)
+    assert [row[0] for row in table[1:]] == ["connect latency", "connect: time outside Room.connect()"]
+    assert served.read_text() == "served\n"
+    written = output.read_text()
+    assert written.startswith("# Benchmarks against livekit-server\n")
+    assert stdout.strip() in written
+    assert "livekit-server 1." in written
+    assert "- **sfu** (skipped: LoopbackServer only): it measures LoopbackServer's own CPU" in written
