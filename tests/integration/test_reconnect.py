@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from rtcstack import Call, CallEvent, CallOptions, ReconnectPolicy, TokenRefreshError, create_call
-from rtcstack.testing import LoopbackServer
+from rtcstack.testing import LiveKitServer, LoopbackServer
+from tests.calls import within
 from tests.servers import BOTH, AnyServer, force_rejoin, listed
 
 WAIT = 20.0
@@ -236,3 +237,24 @@ async def test_a_room_deleted_while_resuming_is_joined_anew(server: AnyServer, m
     await reconnected
     assert call.connection_state == "connected" and call.disconnect_reason is None
     assert await listed(server, "demo") == ["alice"]
+
+
+@pytest.mark.servers("livekit")  # the process itself goes down
+async def test_a_server_down_longer_than_the_sdk_waits_is_rejoined_once_it_is_back(
+    server: LiveKitServer, make_call: CallFactory
+) -> None:
+    """livekit-server is killed; the SDK's resume and full restarts fail until it gives up, the call's own rejoins
+    go on by its policy, and the first one after the server is back (same ports, rooms gone) gets in."""
+    bob = make_call("bob")
+    await bob.connect()
+    call = make_call()
+    await call.connect()
+    first_room = call.room
+    reconnected, bob_back = expect(call, "reconnected", timeout=90), expect(bob, "reconnected", timeout=90)
+    await server.kill()
+    await _attempt(call, 2, timeout=90)  # the SDK gave up: the call's first rejoin
+    await server.restart()
+    await reconnected
+    assert call.room is not first_room and call.connection_state == "connected"
+    await within("bob back in the room too", bob_back)
+    assert await listed(server, "demo") == ["alice", "bob"]
