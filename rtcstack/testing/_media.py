@@ -11,6 +11,7 @@ checks then authenticate and the newly nominated pair takes over.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -432,7 +433,22 @@ class MediaPeer:
         self._data_outbox = waiting
 
     async def close(self) -> None:
+        connecting = self._connect_tasks()
         await self._pc.close()
+        # aiortc starts its connect as a task it keeps no reference to; closed mid-connect, that task fails
+        # ("RTCIceTransport is closed") and nobody would read its exception
+        await asyncio.gather(*connecting, return_exceptions=True)
+
+    def _connect_tasks(self) -> list[asyncio.Task[Any]]:
+        """aiortc's running ``RTCPeerConnection.__connect`` tasks of this peer connection."""
+        found = []
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            frame = getattr(coro, "cr_frame", None)
+            named = getattr(coro, "__qualname__", "") == "RTCPeerConnection.__connect"
+            if named and frame is not None and frame.f_locals.get("self") is self._pc:
+                found.append(task)
+        return found
 
     def _adopt_remote_ice(self, sdp: str) -> None:
         ufrag, pwd = _UFRAG.search(sdp), _PWD.search(sdp)
