@@ -87,6 +87,8 @@ _T = TypeVar("_T")
 _SOURCES: dict[str, int] = {name: value for value, name in TRACK_SOURCE_FROM_SDK.items()}
 _AUDIO_SOURCES = ("microphone", "screen_share_audio", "unknown")
 _VIDEO_SOURCES = ("camera", "screen_share", "unknown")
+_DEFAULT_PUBLISH = rtc.TrackPublishOptions()
+"""The SDK's default for `LocalParticipant.publish_track(options=)` (never modified)."""
 
 
 class RoomLike(Protocol):
@@ -199,6 +201,7 @@ class Call(EventEmitter):
         self._departures = Departures(_UNEXPLAINED_LEAVE_GRACE)
         self._media_room: RoomLike | None = None
         self._room_state: int | None = None
+        self._watched: object = None
 
     # -- public state ------------------------------------------------------------------------------------------
 
@@ -328,7 +331,7 @@ class Call(EventEmitter):
     ) -> TrackInfo:
         """Publish a local track; after a rejoin the call publishes it again with the same options.
 
-        Tracks published directly on `call.room` are kept too (with the options their publication tells). Raises
+        Tracks published directly on `call.room` are kept too, with the options they were published with. Raises
         `ConfigError` for a track or options of the wrong type, `InvalidStateError` unless `"connected"`, and
         `PublishError` when the SDK refuses.
         """
@@ -340,18 +343,35 @@ class Call(EventEmitter):
             raise ConfigError(f"options must be an rtc.TrackPublishOptions or None, not {type(options).__name__}")
         room = self._live_room("publish_track")
         options = rtc.TrackPublishOptions() if options is None else options
-        self._publications.expect(track, options)
         try:
             publication = await room.local_participant.publish_track(track, options)
         except PublishTrackError as exc:
-            self._publications.abandon(track)
             raise PublishError(f"publish_track failed: {exc}") from exc
-        except BaseException:
-            self._publications.abandon(track)
-            raise
         if room is self._room:
             self._publications.published(publication, track)
         return track_info_from_sdk(publication)
+
+    def _watch_publishes(self) -> None:
+        """Have every publish on the Room's local participant (through the call or directly on `call.room`) keep
+        the options it asked for, for a rejoin to publish it again with: the publication cannot tell them all (its
+        mime type is empty until media flows, and the SDK names no codec to the server)."""
+        local = None if self._room is None else self._room.local_participant
+        if local is None or local is self._watched:
+            return
+        self._watched = local
+        publish = local.publish_track
+        publications = self._publications
+
+        async def publish_track(track: Any, options: rtc.TrackPublishOptions = _DEFAULT_PUBLISH) -> Any:
+            publications.expect(track, options)
+            try:
+                return await publish(track, options)
+            except BaseException:
+                publications.abandon(track)
+                raise
+
+        publish_track.__doc__ = publish.__doc__
+        setattr(local, "publish_track", publish_track)  # noqa: B010  (an instance attribute over the SDK's method)
 
     async def unpublish_track(self, sid: str) -> None:
         """Unpublish a local track (by the sid `publish_track` or a `track_published` event gave); it is not
@@ -491,11 +511,13 @@ class Call(EventEmitter):
             self._subscriptions.hold()
             self._departures.drop()
         elif name == "reconnected":
+            self._watch_publishes()
             self._refresh_local()
             self._run(self._roster.release(self._current_participants()))
             self._run(self._subscriptions.release(self._current_publications()))
             self._media_settled()
         elif name == "connected":
+            self._watch_publishes()
             self._refresh_local()
             self._roster.seed(self._current_participants())
             self._media_room = self._room

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from livekit import rtc
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by livekit.rtc
 
 from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
 from rtcstack.testing import LoopbackServer
@@ -242,11 +243,15 @@ def _of_a_stream(task: asyncio.Task[Any]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def camera(room: rtc.Room) -> AsyncIterator[None]:
-    """Publish 320x180 video at ~15 fps on `room` (the SDK's defaults: VP8, simulcast) for the block."""
+async def camera(room: rtc.Room, codec: rtc.VideoCodec.ValueType | None = None) -> AsyncIterator[None]:
+    """Publish 320x180 video at ~15 fps on `room` (with `codec`, else the SDK's default VP8; simulcast) for the
+    block."""
     source = rtc.VideoSource(320, 180)
     track = rtc.LocalVideoTrack.create_video_track("cam", source)
-    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+    if codec is not None:
+        options.video_codec = codec
+    await room.local_participant.publish_track(track, options)
 
     async def play() -> None:
         data = bytearray(320 * 180 * 4)
@@ -339,3 +344,29 @@ async def test_data_received_tells_reliable_from_lossy(connect: Connect, make_ca
     await bob.room.local_participant.publish_data(b"maybe", reliable=False)
     received = {await asyncio.wait_for(got.get(), WAIT) for _ in range(2)}
     assert received == {(b"sure", True), (b"maybe", False)}
+
+
+async def test_a_direct_publish_keeps_its_codec_and_dtx_across_a_rejoin(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """An H.264 camera and a microphone without DTX published directly on `call.room`: the publication cannot tell
+    the codec (its mime type is empty until media flows), so the call keeps the options the publish asked for."""
+    call = make_call()
+    await call.connect()
+    published = local_published(call)
+    async with camera(call.room, rtc.VideoCodec.H264), tone() as mic:
+        await call.room.local_participant.publish_track(mic, rtc.TrackPublishOptions(source=MIC, dtx=False))
+        await until(lambda: len(published) == 2, "track_published for both direct publishes")
+        first = {t.sid for t in published}
+        await quick_rejoin(server, call)
+        await until(lambda: len(published) == 4, "track_published of both tracks on the fresh Room")
+        again = {t.kind: t.sid for t in published[2:]}
+        assert not first & set(again.values())
+
+        def codec(sid: str) -> str:
+            return next((t.mime_type for t in server.received("alice") if t.track_sid == sid), "")
+
+        await until(lambda: codec(again["video"]) != "", "video from the republished camera at the server")
+        assert codec(again["video"]).lower() == "video/h264"
+        features = call.room.local_participant.track_publications[again["audio"]].audio_features
+        assert AudioTrackFeature.TF_NO_DTX in features  # the server saw disable_dtx in the AddTrackRequest
