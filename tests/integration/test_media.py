@@ -18,7 +18,16 @@ import pytest
 from livekit import rtc
 from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by livekit.rtc
 
-from rtcstack import Call, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
+from rtcstack import (
+    Call,
+    CallOptions,
+    MediaStream,
+    Participant,
+    ReconnectPolicy,
+    TrackInfo,
+    TrackSourceName,
+    create_call,
+)
 from rtcstack.testing import LoopbackServer
 from tests.audio import level, tone
 
@@ -28,6 +37,7 @@ if TYPE_CHECKING:
 WAIT = 20.0
 FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=20, timeout=90)
 MIC = rtc.TrackSource.SOURCE_MICROPHONE
+SCREEN_AUDIO = rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO
 
 CallFactory = Callable[..., Call]
 
@@ -212,6 +222,31 @@ async def test_audio_stream_follows_a_participant_across_faults_and_ends_when_th
     await stream.aclose()
     assert call._followers == [] and not stream._closing
     assert not [t for t in asyncio.all_tasks() if _of_a_stream(t)], "a task of the ended stream is still running"
+
+
+async def test_audio_stream_follows_the_track_of_its_source(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory
+) -> None:
+    """Bob publishes a loud microphone and a quiet screen-share audio track: each stream gets its own source's,
+    whether it was opened before the tracks came (a subscription attaches it) or after (it finds its track). With
+    a stream of each source either way, matching on kind alone leaves two streams on one track."""
+    call = make_call()
+    await call.connect()
+    sources: tuple[TrackSourceName, ...] = ("microphone", "screen_share_audio")
+    early = {source: call.audio_stream("bob", source=source) for source in sources}
+    bob = await connect("bob")
+    async with tone("mic", amplitude=8000) as mic, tone("screen", amplitude=1000) as screen:
+        await bob.room.local_participant.publish_track(mic, rtc.TrackPublishOptions(source=MIC))
+        await bob.room.local_participant.publish_track(screen, rtc.TrackPublishOptions(source=SCREEN_AUDIO))
+        publications = call.room.remote_participants["bob"].track_publications
+        await until(lambda: [p.track is not None for p in publications.values()] == [True] * 2, "both subscribed")
+        late = {source: call.audio_stream("bob", source=source) for source in sources}
+        for when, streams in (("early", early), ("late", late)):
+            loud = level((await next_frames(streams["microphone"], FRESH))[-50:])  # ~5660
+            quiet = level((await next_frames(streams["screen_share_audio"], FRESH))[-50:])  # ~710
+            assert loud > 4000 and 300 < quiet < 1500, (when, loud, quiet)
+    for stream in (*early.values(), *late.values()):
+        await stream.aclose()
 
 
 async def test_without_auto_subscribe_what_the_app_subscribed_is_subscribed_again_after_a_rejoin(
