@@ -21,6 +21,8 @@ from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by
 from rtcstack import (
     Call,
     CallOptions,
+    ConfigError,
+    InvalidStateError,
     MediaStream,
     Participant,
     ReconnectPolicy,
@@ -405,3 +407,119 @@ async def test_a_direct_publish_keeps_its_codec_and_dtx_across_a_rejoin(
         assert codec(again["video"]).lower() == "video/h264"
         features = call.room.local_participant.track_publications[again["audio"]].audio_features
         assert AudioTrackFeature.TF_NO_DTX in features  # the server saw disable_dtx in the AddTrackRequest
+
+
+def local_events(call: Call) -> list[tuple[str, str]]:
+    """The local participant's track_published / track_unpublished events, as (name, sid), in order."""
+    seen: list[tuple[str, str]] = []
+    for name in ("track_published", "track_unpublished"):
+        call.on(name, lambda p, t, _n=name: seen.append((_n, t.sid)) if p.is_local else None)  # type: ignore[misc]
+    return seen
+
+
+def receives(server: LoopbackServer, sid: str) -> bool:
+    """The server receives media of alice's track `sid`."""
+    return any(track.track_sid == sid and track.packets > 0 for track in server.received("alice"))
+
+
+async def test_unpublish_track_through_the_call_is_not_published_again(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone("kept") as kept, tone("dropped") as dropped:
+        await call.publish_track(kept, rtc.TrackPublishOptions(source=MIC))
+        info = await call.publish_track(dropped, rtc.TrackPublishOptions(source=MIC))
+        await until(lambda: receives(server, info.sid), "the server receiving the track")
+        await call.unpublish_track(info.sid)
+        await until(lambda: not receives(server, info.sid), "the server seeing the track unpublished")
+        assert events[-1] == ("track_unpublished", info.sid)
+        await quick_rejoin(server, call)
+        await until(lambda: len(events) == 4, "track_published of the kept track on the fresh Room")
+        assert [p.name for p in call.room.local_participant.track_publications.values()] == ["kept"]
+
+
+async def test_unpublish_track_just_after_a_rejoin_unpublishes_the_track_on_the_fresh_room(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """Called at `reconnected`, before the call has published the track on the fresh Room: the old sid names it,
+    and the call unpublishes what the republish makes (it failed with "track not found" and the track came back)."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        await quick_rejoin(server, call)
+        await call.unpublish_track(info.sid)
+        assert call.room.local_participant.track_publications == {}
+        await until(lambda: len(events) == 3, "track_unpublished of the republished track")
+        (name, again), last = events[1], events[2]
+        assert name == "track_published" and last == ("track_unpublished", again)
+        await quick_rejoin(server, call)
+        assert call.room.local_participant.track_publications == {} and len(events) == 3
+
+
+async def test_publish_and_unpublish_need_a_connected_call(server: LoopbackServer, make_call: CallFactory) -> None:
+    """While the call rejoins, both refuse with InvalidStateError, and the refused unpublish leaves the track kept."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track, tone("late") as late:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        server.refuse_joins(count=1000, status=503, identity="alice")
+        back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+        await server.leave("alice", reason="server_shutdown")
+        await until(lambda: call.connection_state == "reconnecting", "reconnecting")
+        with pytest.raises(InvalidStateError, match="reconnecting"):
+            await call.unpublish_track(info.sid)
+        with pytest.raises(InvalidStateError, match="reconnecting"):
+            await call.publish_track(late)
+        server.refuse_joins(count=0)
+        await back
+        await until(lambda: len(events) == 2, "track_published of the kept track on the fresh Room")
+        assert [p.name for p in call.room.local_participant.track_publications.values()] == ["mic"]
+    await call.disconnect()
+    with pytest.raises(ConfigError, match="no local track"):  # the call forgot its tracks when it ended
+        await call.unpublish_track(info.sid)
+
+
+async def test_a_cancelled_publish_track_is_withdrawn(make_call: CallFactory) -> None:
+    """The SDK publishes a track whose publish_track was cancelled all the same (and then forgets it): the call
+    unpublishes it once it is published."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track:
+        publishing = asyncio.ensure_future(call.publish_track(track, rtc.TrackPublishOptions(source=MIC)))
+        await asyncio.sleep(0)  # the publish request is on its way to the SDK's core
+        publishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await publishing
+        await until(lambda: len(events) == 2, "the cancelled publish's track published, then unpublished")
+        sid = events[0][1]
+        assert events == [("track_published", sid), ("track_unpublished", sid)]
+        assert call.room.local_participant.track_publications == {}
+
+
+async def test_the_sdk_full_restart_renames_a_publication(server: LoopbackServer, make_call: CallFactory) -> None:
+    """The SDK's own full restart publishes the track again and the server gives it a new sid: the call tells the
+    new sid (`track_published`), and the old one still names the track."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        room = call.room
+        back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+        await room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await back
+        assert call.room is room  # the SDK's own restart, not a rejoin
+        await until(lambda: len(events) == 2, "track_published with the new sid")
+        renamed = events[1][1]
+        assert events == [("track_published", info.sid), ("track_published", renamed)] and renamed != info.sid
+        assert [t.sid for t in call.local_participant.tracks] == [renamed]
+        await until(lambda: receives(server, renamed), "the server receiving the republished track")
+        await call.unpublish_track(info.sid)
+        await until(lambda: not receives(server, renamed), "the server seeing the track unpublished")
+        assert events[-1] == ("track_unpublished", renamed)
