@@ -83,12 +83,16 @@ _PORT_AND_PATH = re.compile(r"\d+(/.*)?")
 _REFRESH_RETRY_MAX = 30.0
 _UNEXPLAINED_LEAVE_GRACE = 0.25
 """Seconds a leave with no disconnect reason waits before it is applied (see `Call._on_participant_disconnected`)."""
+_WITHDRAW_BOUND = 10.0
+"""Seconds the unpublish of a cancelled publish may take before it is given up (with a warning)."""
 _SDK_CONNECT_GRACE = 30.0
 """Seconds past its 3 attempts of `connect_timeout` each that a Room's connect may take before it is abandoned."""
 _T = TypeVar("_T")
 _SOURCES: dict[str, int] = {name: value for value, name in TRACK_SOURCE_FROM_SDK.items()}
 _AUDIO_SOURCES = ("microphone", "screen_share_audio", "unknown")
 _VIDEO_SOURCES = ("camera", "screen_share", "unknown")
+_DEFAULT_PUBLISH = rtc.TrackPublishOptions()
+"""The SDK's default for `LocalParticipant.publish_track(options=)` (never modified)."""
 
 
 class RoomLike(Protocol):
@@ -216,6 +220,8 @@ class Call(EventEmitter):
         self._departures = Departures(_UNEXPLAINED_LEAVE_GRACE)
         self._media_room: RoomLike | None = None
         self._room_state: int | None = None
+        self._watched: object = None
+        self._republishing: asyncio.Task[None] | None = None
 
     # -- public state ------------------------------------------------------------------------------------------
 
@@ -355,9 +361,9 @@ class Call(EventEmitter):
     ) -> TrackInfo:
         """Publish a local track; after a rejoin the call publishes it again with the same options.
 
-        Tracks published directly on `call.room` are kept too (with the options their publication tells). Raises
+        Tracks published directly on `call.room` are kept too, with the options they were published with. Raises
         `ConfigError` for a track or options of the wrong type, `InvalidStateError` unless `"connected"`, and
-        `PublishError` when the SDK refuses.
+        `PublishError` when the SDK refuses. Cancelled, it unpublishes the track once the SDK has published it.
         """
         if not isinstance(track, rtc.LocalAudioTrack | rtc.LocalVideoTrack):
             raise ConfigError(
@@ -367,27 +373,76 @@ class Call(EventEmitter):
             raise ConfigError(f"options must be an rtc.TrackPublishOptions or None, not {type(options).__name__}")
         room = self._live_room("publish_track")
         options = rtc.TrackPublishOptions() if options is None else options
-        self._publications.expect(track, options)
+        # Shielded: the SDK publishes the track even when its publish_track is cancelled, and then forgets it (its
+        # local_track_published finds no publication). A cancelled publish is withdrawn once the SDK has made it.
+        publish = asyncio.ensure_future(room.local_participant.publish_track(track, options))
         try:
-            publication = await room.local_participant.publish_track(track, options)
-        except PublishTrackError as exc:
-            self._publications.abandon(track)
-            raise PublishError(f"publish_track failed: {exc}") from exc
-        except BaseException:
-            self._publications.abandon(track)
+            publication = await asyncio.shield(publish)
+        except asyncio.CancelledError:
+            self._spawn(self._withdraw(room, publish))
             raise
+        except PublishTrackError as exc:
+            raise PublishError(f"publish_track failed: {exc}") from exc
         if room is self._room:
             self._publications.published(publication, track)
         return track_info_from_sdk(publication)
 
+    async def _withdraw(self, room: RoomLike, publish: asyncio.Future[Any]) -> None:
+        """Unpublish what a cancelled `publish_track` published all the same (nothing if it failed)."""
+        try:
+            publication = await publish
+        except Exception:  # the publish failed: nothing to withdraw
+            return
+        if room is self._room:
+            self._publications.remove(publication.sid)
+            try:
+                # bounded: seen with livekit 1.2.1, an unpublish just after the publish can never return
+                await asyncio.wait_for(room.local_participant.unpublish_track(publication.sid), _WITHDRAW_BOUND)
+            except (UnpublishTrackError, asyncio.TimeoutError) as exc:
+                logger.warning(
+                    "could not withdraw the track of a cancelled publish_track: %s", str(exc) or type(exc).__name__
+                )
+
+    def _watch_publishes(self) -> None:
+        """Have every publish on the Room's local participant (through the call or directly on `call.room`) keep
+        the options it asked for, for a rejoin to publish it again with: the publication cannot tell them all (its
+        mime type is empty until media flows, and the SDK names no codec to the server)."""
+        local = None if self._room is None else self._room.local_participant
+        if local is None or local is self._watched:
+            return
+        self._watched = local
+        publish = local.publish_track
+        publications = self._publications
+
+        async def publish_track(track: Any, options: rtc.TrackPublishOptions = _DEFAULT_PUBLISH) -> Any:
+            publications.expect(track, options)
+            try:
+                return await publish(track, options)
+            except BaseException:
+                publications.abandon(track)
+                raise
+
+        publish_track.__doc__ = publish.__doc__
+        setattr(local, "publish_track", publish_track)  # noqa: B010  (an instance attribute over the SDK's method)
+
     async def unpublish_track(self, sid: str) -> None:
         """Unpublish a local track (by the sid `publish_track` or a `track_published` event gave); it is not
-        published again after a rejoin. Raises `ConfigError` for a sid the call does not publish,
-        `InvalidStateError` unless `"connected"`, and `PublishError` when the SDK refuses."""
+        published again after a rejoin (called just after one, it waits until the call has published the track on
+        the fresh Room). Raises `ConfigError` for a sid the call does not publish, `InvalidStateError` unless
+        `"connected"`, and `PublishError` when the SDK refuses."""
         entry = self._publications.find(sid) if isinstance(sid, str) else None
         if entry is None:
             raise ConfigError(f"no local track is published with sid {sid!r}")
         room = self._live_room("unpublish_track")
+        republishing = self._republishing
+        if republishing is not None and not republishing.done():
+            # Just after a rejoin the track may not be published on the fresh Room yet: the sid it gets there is
+            # the one to unpublish. A track whose publish failed there is no longer kept (told as unpublished).
+            await asyncio.shield(republishing)
+            entry = self._publications.find(sid)
+            if entry is None:
+                return
+            room = self._live_room("unpublish_track")
         current = entry.sids[-1]
         self._publications.remove(current)
         try:
@@ -467,7 +522,7 @@ class Call(EventEmitter):
             self._resubscribe(room)
         kept = self._publications.kept()
         if kept:
-            self._spawn(self._republish(room, kept))
+            self._republishing = self._spawn(self._republish(room, kept))
 
     def _resubscribe(self, room: RoomLike) -> None:
         """Without auto-subscribe a fresh Room subscribes to nothing: ask it for what the app was subscribed to."""
@@ -482,7 +537,7 @@ class Call(EventEmitter):
             if room is not self._room:
                 return
             try:
-                await room.local_participant.publish_track(entry.track, entry.options)
+                publication = await room.local_participant.publish_track(entry.track, entry.options)
             except Exception as exc:  # reported as the track's end: the app sees it is no longer published
                 if room is not self._room:
                     return
@@ -491,6 +546,9 @@ class Call(EventEmitter):
                 )
                 self._publications.forget(entry)
                 self._emit("track_unpublished", self._known(room.local_participant), entry.info)
+            else:
+                if room is self._room:  # its local_track_published may come later: an unpublish needs the sid now
+                    self._publications.published(publication, entry.track)
 
     def _media_left(self, participant: Participant) -> None:
         """`participant` left for real: what they sent ends before `participant_left` is emitted."""
@@ -518,11 +576,13 @@ class Call(EventEmitter):
             self._subscriptions.hold()
             self._departures.drop()
         elif name == "reconnected":
+            self._watch_publishes()
             self._refresh_local()
             self._run(self._roster.release(self._current_participants()))
             self._run(self._subscriptions.release(self._current_publications()))
             self._media_settled()
         elif name == "connected":
+            self._watch_publishes()
             self._refresh_local()
             self._roster.seed(self._current_participants())
             self._media_room = self._room
@@ -802,8 +862,11 @@ class Call(EventEmitter):
             self._emit("track_unpublished", self._known(room.local_participant), info)
 
     def _on_local_track_republished(self, publication: Any, previous_sid: str) -> None:
+        # The SDK's own full restart published the track again, and the server gave it a new sid: told as after a
+        # rejoin, so the app knows the sid it has now.
         self._publications.renamed(publication, previous_sid)
-        self._refresh_local()
+        if self._room is not None:
+            self._emit("track_published", self._known(self._room.local_participant), track_info_from_sdk(publication))
 
     def _on_track_muted(self, participant: Any, publication: Any) -> None:
         self._emit("track_muted", self._known(participant), track_info_from_sdk(publication))

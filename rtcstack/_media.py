@@ -50,10 +50,12 @@ _CODECS = {
 
 
 def options_from_publication(publication: Any) -> rtc.TrackPublishOptions:
-    """The options a track published directly on the Room is published again with after a rejoin.
+    """The options a track whose publish the call did not see is published again with after a rejoin (the call
+    keeps the options of every publish it sees; see `Call._watch_publishes`).
 
-    What the publication tells is kept: source, simulcast and codec of video, DTX off for audio (LiveKit echoes
-    `TF_NO_DTX`), frame metadata features. What it cannot tell (encodings, RED, stream name) is the SDK's default.
+    What the publication tells is kept: source, simulcast and codec of video (its mime type is empty until media
+    flows), DTX off for audio (LiveKit adds `TF_NO_DTX`), frame metadata features. What it cannot tell (encodings,
+    RED, stream name) is the SDK's default.
     """
     options = rtc.TrackPublishOptions(source=publication.source)
     if publication.kind == rtc.TrackKind.KIND_VIDEO:

@@ -11,8 +11,9 @@ from livekit import rtc
 
 
 @contextlib.asynccontextmanager
-async def tone(name: str = "mic") -> AsyncIterator[rtc.LocalAudioTrack]:
-    """A local track playing a 440 Hz tone (10 ms frames at 48 kHz, paced by the source) for the block."""
+async def tone(name: str = "mic", amplitude: int = 8000) -> AsyncIterator[rtc.LocalAudioTrack]:
+    """A local track playing a 440 Hz tone of `amplitude` (its level is ~0.71 of it; 10 ms frames at 48 kHz, paced
+    by the source) for the block."""
     source = rtc.AudioSource(48000, 1)
     track = rtc.LocalAudioTrack.create_audio_track(name, source)
 
@@ -22,7 +23,7 @@ async def tone(name: str = "mic") -> AsyncIterator[rtc.LocalAudioTrack]:
         step = 0
         while True:
             for i in range(480):
-                samples[i] = int(8000 * math.sin(2 * math.pi * 440 * (step * 480 + i) / 48000))
+                samples[i] = int(amplitude * math.sin(2 * math.pi * 440 * (step * 480 + i) / 48000))
             step += 1
             await source.capture_frame(frame)
 

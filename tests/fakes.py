@@ -37,3 +37,7 @@ class FakeParticipant:
     joined_at: datetime | None = None
     connection_quality: int = rtc.ConnectionQuality.QUALITY_UNKNOWN
     disconnect_reason: int | None = None
+
+    async def publish_track(self, track: Any, options: rtc.TrackPublishOptions) -> Any:
+        """Refuses: the call wraps it on its Room's local participant (test_call_media's FakeLocal publishes)."""
+        raise rtc.participant.PublishTrackError("a fake participant publishes nothing")

@@ -449,7 +449,7 @@ class Session:
             disable_red=add.disable_red,
             encryption=add.encryption,
             stream=add.stream,
-            audio_features=add.audio_features,
+            audio_features=_audio_features(add),
             backup_codec_policy=add.backup_codec_policy,
             packet_trailer_features=add.packet_trailer_features,
             codecs=[
@@ -769,3 +769,12 @@ def _mime(kind: pm.TrackType, codec: str) -> str:
     if kind == pm.AUDIO:
         return f"audio/{codec.lower()}"
     return f"video/{codec.upper()}"
+
+
+def _audio_features(add: pr.AddTrackRequest) -> list[pm.AudioTrackFeature]:
+    """The request's audio features, with `TF_NO_DTX` added for `disable_dtx` as LiveKit does (the SDK reads DTX
+    off from there)."""
+    features = list(add.audio_features)
+    if add.disable_dtx and pm.TF_NO_DTX not in features:
+        features.append(pm.TF_NO_DTX)
+    return features

@@ -17,8 +17,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from livekit import rtc
+from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by livekit.rtc
 
-from rtcstack import Call, CallEvent, CallOptions, MediaStream, Participant, ReconnectPolicy, TrackInfo, create_call
+from rtcstack import (
+    Call,
+    CallEvent,
+    CallOptions,
+    ConfigError,
+    InvalidStateError,
+    MediaStream,
+    Participant,
+    ReconnectPolicy,
+    TrackInfo,
+    TrackSourceName,
+    create_call,
+)
 from rtcstack.testing import LoopbackServer
 from rtcstack.testing._media import MediaPeer
 from tests.audio import level, tone
@@ -31,6 +44,7 @@ if TYPE_CHECKING:
 WAIT = 20.0
 FAST = ReconnectPolicy(initial_delay=0.05, max_delay=0.2, max_attempts=20, timeout=90)
 MIC = rtc.TrackSource.SOURCE_MICROPHONE
+SCREEN_AUDIO = rtc.TrackSource.SOURCE_SCREENSHARE_AUDIO
 
 CallFactory = Callable[..., Call]
 
@@ -237,6 +251,31 @@ async def test_audio_stream_follows_a_publisher_across_a_rejoin(
     await stream.aclose()
 
 
+async def test_audio_stream_follows_the_track_of_its_source(
+    server: LoopbackServer, connect: Connect, make_call: CallFactory
+) -> None:
+    """Bob publishes a loud microphone and a quiet screen-share audio track: each stream gets its own source's,
+    whether it was opened before the tracks came (a subscription attaches it) or after (it finds its track). With
+    a stream of each source either way, matching on kind alone leaves two streams on one track."""
+    call = make_call()
+    await call.connect()
+    sources: tuple[TrackSourceName, ...] = ("microphone", "screen_share_audio")
+    early = {source: call.audio_stream("bob", source=source) for source in sources}
+    bob = await connect("bob")
+    async with tone("mic", amplitude=8000) as mic, tone("screen", amplitude=1000) as screen:
+        await bob.room.local_participant.publish_track(mic, rtc.TrackPublishOptions(source=MIC))
+        await bob.room.local_participant.publish_track(screen, rtc.TrackPublishOptions(source=SCREEN_AUDIO))
+        publications = call.room.remote_participants["bob"].track_publications
+        await until(lambda: [p.track is not None for p in publications.values()] == [True] * 2, "both subscribed")
+        late = {source: call.audio_stream("bob", source=source) for source in sources}
+        for when, streams in (("early", early), ("late", late)):
+            loud = level((await next_frames(streams["microphone"], FRESH))[-50:])  # ~5660
+            quiet = level((await next_frames(streams["screen_share_audio"], FRESH))[-50:])  # ~710
+            assert loud > 4000 and 300 < quiet < 1500, (when, loud, quiet)
+    for stream in (*early.values(), *late.values()):
+        await stream.aclose()
+
+
 async def test_without_auto_subscribe_what_the_app_subscribed_is_subscribed_again_after_a_rejoin(
     server: LoopbackServer,
 ) -> None:
@@ -266,11 +305,15 @@ def _of_a_stream(task: asyncio.Task[Any]) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def camera(room: rtc.Room) -> AsyncIterator[None]:
-    """Publish 320x180 video at ~15 fps on `room` (the SDK's defaults: VP8, simulcast) for the block."""
+async def camera(room: rtc.Room, codec: rtc.VideoCodec.ValueType | None = None) -> AsyncIterator[None]:
+    """Publish 320x180 video at ~15 fps on `room` (with `codec`, else the SDK's default VP8; simulcast) for the
+    block."""
     source = rtc.VideoSource(320, 180)
     track = rtc.LocalVideoTrack.create_video_track("cam", source)
-    await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+    options = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA)
+    if codec is not None:
+        options.video_codec = codec
+    await room.local_participant.publish_track(track, options)
 
     async def play() -> None:
         data = bytearray(320 * 180 * 4)
@@ -484,3 +527,145 @@ async def test_a_publish_that_a_rejoin_overtakes_is_published_on_the_fresh_room(
         await until(lambda: any(t.sid != info.sid for t in published), "track_published of it on the fresh Room")
         again = next(t for t in published if t.sid != info.sid)
         assert list(call.room.local_participant.track_publications) == [again.sid]
+
+
+async def test_a_direct_publish_keeps_its_codec_and_dtx_across_a_rejoin(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """An H.264 camera and a microphone without DTX published directly on `call.room`: the publication cannot tell
+    the codec (its mime type is empty until media flows), so the call keeps the options the publish asked for."""
+    call = make_call()
+    await call.connect()
+    published = local_published(call)
+    async with camera(call.room, rtc.VideoCodec.H264), tone() as mic:
+        await call.room.local_participant.publish_track(mic, rtc.TrackPublishOptions(source=MIC, dtx=False))
+        await until(lambda: len(published) == 2, "track_published for both direct publishes")
+        first = {t.sid for t in published}
+        await quick_rejoin(server, call)
+        await until(lambda: len(published) == 4, "track_published of both tracks on the fresh Room")
+        again = {t.kind: t.sid for t in published[2:]}
+        assert not first & set(again.values())
+
+        def codec(sid: str) -> str:
+            return next((t.mime_type for t in server.received("alice") if t.track_sid == sid), "")
+
+        await until(lambda: codec(again["video"]) != "", "video from the republished camera at the server")
+        assert codec(again["video"]).lower() == "video/h264"
+        features = call.room.local_participant.track_publications[again["audio"]].audio_features
+        assert AudioTrackFeature.TF_NO_DTX in features  # the server saw disable_dtx in the AddTrackRequest
+
+
+def local_events(call: Call) -> list[tuple[str, str]]:
+    """The local participant's track_published / track_unpublished events, as (name, sid), in order."""
+    seen: list[tuple[str, str]] = []
+    for name in ("track_published", "track_unpublished"):
+        call.on(name, lambda p, t, _n=name: seen.append((_n, t.sid)) if p.is_local else None)  # type: ignore[misc]
+    return seen
+
+
+def receives(server: LoopbackServer, sid: str) -> bool:
+    """The server receives media of alice's track `sid`."""
+    return any(track.track_sid == sid and track.packets > 0 for track in server.received("alice"))
+
+
+async def test_unpublish_track_through_the_call_is_not_published_again(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone("kept") as kept, tone("dropped") as dropped:
+        await call.publish_track(kept, rtc.TrackPublishOptions(source=MIC))
+        info = await call.publish_track(dropped, rtc.TrackPublishOptions(source=MIC))
+        await until(lambda: receives(server, info.sid), "the server receiving the track")
+        await call.unpublish_track(info.sid)
+        await until(lambda: not receives(server, info.sid), "the server seeing the track unpublished")
+        assert events[-1] == ("track_unpublished", info.sid)
+        await quick_rejoin(server, call)
+        await until(lambda: len(events) == 4, "track_published of the kept track on the fresh Room")
+        assert [p.name for p in call.room.local_participant.track_publications.values()] == ["kept"]
+
+
+async def test_unpublish_track_just_after_a_rejoin_unpublishes_the_track_on_the_fresh_room(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """Called at `reconnected`, before the call has published the track on the fresh Room: the old sid names it,
+    and the call unpublishes what the republish makes (it failed with "track not found" and the track came back)."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        await quick_rejoin(server, call)
+        await call.unpublish_track(info.sid)
+        assert call.room.local_participant.track_publications == {}
+        await until(lambda: len(events) == 3, "track_unpublished of the republished track")
+        (name, again), last = events[1], events[2]
+        assert name == "track_published" and last == ("track_unpublished", again)
+        await quick_rejoin(server, call)
+        assert call.room.local_participant.track_publications == {} and len(events) == 3
+
+
+async def test_publish_and_unpublish_need_a_connected_call(server: LoopbackServer, make_call: CallFactory) -> None:
+    """While the call rejoins, both refuse with InvalidStateError, and the refused unpublish leaves the track kept."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track, tone("late") as late:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        server.refuse_joins(count=1000, status=503, identity="alice")
+        back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+        await server.leave("alice", reason="server_shutdown")
+        await until(lambda: call.connection_state == "reconnecting", "reconnecting")
+        with pytest.raises(InvalidStateError, match="reconnecting"):
+            await call.unpublish_track(info.sid)
+        with pytest.raises(InvalidStateError, match="reconnecting"):
+            await call.publish_track(late)
+        server.refuse_joins(count=0)
+        await back
+        await until(lambda: len(events) == 2, "track_published of the kept track on the fresh Room")
+        assert [p.name for p in call.room.local_participant.track_publications.values()] == ["mic"]
+    await call.disconnect()
+    with pytest.raises(ConfigError, match="no local track"):  # the call forgot its tracks when it ended
+        await call.unpublish_track(info.sid)
+
+
+async def test_a_cancelled_publish_track_is_withdrawn(make_call: CallFactory) -> None:
+    """The SDK publishes a track whose publish_track was cancelled all the same (and then forgets it): the call
+    unpublishes it once it is published."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track:
+        publishing = asyncio.ensure_future(call.publish_track(track, rtc.TrackPublishOptions(source=MIC)))
+        await asyncio.sleep(0)  # the publish request is on its way to the SDK's core
+        publishing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await publishing
+        await until(lambda: len(events) == 2, "the cancelled publish's track published, then unpublished")
+        sid = events[0][1]
+        assert events == [("track_published", sid), ("track_unpublished", sid)]
+        assert call.room.local_participant.track_publications == {}
+
+
+async def test_the_sdk_full_restart_renames_a_publication(server: LoopbackServer, make_call: CallFactory) -> None:
+    """The SDK's own full restart publishes the track again and the server gives it a new sid: the call tells the
+    new sid (`track_published`), and the old one still names the track."""
+    call = make_call()
+    await call.connect()
+    events = local_events(call)
+    async with tone() as track:
+        info = await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
+        room = call.room
+        back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+        await room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT)
+        await back
+        assert call.room is room  # the SDK's own restart, not a rejoin
+        await until(lambda: len(events) == 2, "track_published with the new sid")
+        renamed = events[1][1]
+        assert events == [("track_published", info.sid), ("track_published", renamed)] and renamed != info.sid
+        assert [t.sid for t in call.local_participant.tracks] == [renamed]
+        await until(lambda: receives(server, renamed), "the server receiving the republished track")
+        await call.unpublish_track(info.sid)
+        await until(lambda: not receives(server, renamed), "the server seeing the track unpublished")
+        assert events[-1] == ("track_unpublished", renamed)

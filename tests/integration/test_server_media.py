@@ -265,6 +265,60 @@ async def test_frames_flow_again_after_a_resume(
         assert level(frames[-50:]) > 1000
 
 
+async def test_a_subscriber_answer_lost_with_the_socket_is_asked_again_after_the_resume(
+    server: LoopbackServer, connect: Connect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Legacy mode: bob's answer to the offer that carries alice's track is lost (the server drops it, as when it was
+    sent just before the socket went down), and bob resumes. Only the server's new offer after the resume gets the
+    track to him."""
+    armed, lost = asyncio.Event(), asyncio.Event()
+    handle = Session._handle
+
+    async def losing(self: Session, request: Any) -> None:
+        if (
+            armed.is_set()
+            and self.participant.identity == "bob"
+            and request.WhichOneof("message") == "answer"
+            and not lost.is_set()
+        ):
+            lost.set()  # never applied: the subscriber connection stays waiting for an answer
+            return
+        await handle(self, request)
+
+    monkeypatch.setattr(Session, "_handle", losing)
+    alice = await connect("alice", options=LEGACY)
+    bob = await connect("bob", options=LEGACY)
+    subscribed(bob)
+    armed.set()  # bob's join was negotiated: his next answer is the one for alice's track
+    async with tone(alice.room):
+        await asyncio.wait_for(lost.wait(), WAIT)
+        await server.drop_signal("bob")
+        await bob.wait_for("reconnected")
+        track, _, _ = await bob.wait_for("track_subscribed")
+        await hears_the_tone(track)
+
+
+async def hears_the_tone(track: rtc.Track, timeout: float = WAIT) -> None:
+    """Read ``track`` until 50 frames in a row carry the tone (silence comes while nothing is sent)."""
+    stream = rtc.AudioStream(track, sample_rate=48000, num_channels=1)
+
+    async def listen() -> None:
+        window: list[rtc.AudioFrame] = []
+        async for event in stream:
+            window.append(event.frame)
+            if len(window) == 50:
+                if level(window) > 1000:
+                    return
+                window.clear()
+
+    try:
+        await asyncio.wait_for(listen(), timeout)
+    except asyncio.TimeoutError:
+        raise AssertionError(f"the tone was not heard within {timeout} s") from None
+    finally:
+        await stream.aclose()
+
+
 @MODES
 async def test_frames_flow_again_after_a_full_reconnect(
     server: LoopbackServer, connect: Connect, options: rtc.RoomOptions | None

@@ -1,14 +1,18 @@
 """A join whose token is inside the refresh margin but still valid asks the refresher once and goes ahead whatever
 it answers (issue 13), with the real livekit SDK against LoopbackServer. The server pushes no token
-(``token_refresh=False``), so the app's refresher is the only source of fresh ones, and it keeps failing."""
+(``token_refresh=False``) unless a test pushes one, so the app's refresher is the only source of fresh ones. Where
+it matters which token a join sends, a middleware records the bearer of every signal connect."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from rtcstack import Call, CallEvent, CallOptions, ReconnectPolicy, TokenRefreshError, create_call
 from rtcstack.testing import LoopbackServer
@@ -178,3 +182,72 @@ async def test_a_token_the_server_no_longer_accepts_ends_the_call_on_a_cut_signa
 def test_the_server_refuses_a_bad_token_leeway(leeway: float) -> None:
     with pytest.raises(ValueError, match="token_leeway"):
         LoopbackServer(token_leeway=leeway)
+
+
+@contextlib.asynccontextmanager
+async def recording(**options: Any) -> AsyncIterator[tuple[LoopbackServer, list[str]]]:
+    """A started LoopbackServer (``options`` as for the `server` fixture) and the token of every signal connect to
+    it, in order."""
+    bearers: list[str] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in ("/rtc", "/rtc/v1"):
+            bearers.append(request.headers.get("Authorization", "").removeprefix("Bearer "))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    server = LoopbackServer(ping_interval=1, ping_timeout=15, departure_timeout=5.0, **options)
+    app = server.build_app()
+    app.middlewares.append(record)
+    await server.start(app)
+    try:
+        yield server, bearers
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("answer", ["fresh", "wrong-identity", "hangs"])
+async def test_a_join_inside_the_margin_sends_the_best_token_it_has(answer: str) -> None:
+    """An 8 s token (inside the 60 s margin): the join sends the refresher's token when it gives a good one in time,
+    and the token it has when the refresher gives a token for someone else or does not answer in time."""
+    async with recording(token_refresh=False) as (server, bearers):
+        token = server.token("alice", room="demo", ttl=8)
+        fresh = server.token("alice", room="demo", ttl=600)
+
+        async def refresher() -> str:
+            if answer == "hangs":
+                await asyncio.sleep(3600)
+            return fresh if answer == "fresh" else server.token("mallory", room="demo", ttl=600)
+
+        options = CallOptions(reconnect=FAST, token_refresh_timeout=1.0)
+        call = create_call(server.url, token, token_refresher=refresher, options=options)
+        try:
+            await call.connect()
+            assert server.participants("demo") == ["alice"]
+            named = {token: "the app's", fresh: "the refreshed"}
+            best = "the refreshed" if answer == "fresh" else "the app's"
+            assert [named.get(bearer, "another") for bearer in bearers] == [best]
+        finally:
+            await call.disconnect()
+
+
+async def test_a_rejoin_sends_the_token_the_server_pushed() -> None:
+    """The server pushes a token (as LiveKit does) and the one the app gave expires; a token is refused 0.5 s past
+    its exp, so only the pushed one can rejoin: the rejoin must send it, with no refresher to ask."""
+    async with recording(token_refresh=False, token_leeway=0.5) as (server, bearers):
+        call = create_call(server.url, server.token("alice", room="demo", ttl=3), options=CallOptions(reconnect=FAST))
+        try:
+            await call.connect()
+            dead_at = time.time() + seconds_left(call) + 0.5  # when the server refuses the app's token
+            refreshed = asyncio.ensure_future(call.wait_for("token_refreshed", timeout=WAIT))
+            pushed = await server.refresh_token("alice", ttl=600)
+            await refreshed
+            await asyncio.sleep(max(0.0, dead_at - time.time()))
+            back = asyncio.ensure_future(call.wait_for("reconnected", timeout=WAIT))
+            await server.leave("alice", reason="server_shutdown")
+            await back
+            named = {bearers[0]: "the app's", pushed: "the pushed"}
+            assert [named.get(bearer, "another") for bearer in bearers] == ["the app's", "the pushed"]
+        finally:
+            await call.disconnect()
