@@ -297,6 +297,37 @@ async def test_sdk_resume_is_reconnecting_one_and_holds_the_roster() -> None:
     await call.disconnect()
 
 
+async def test_after_a_full_restart_the_absent_have_rejoin_grace_to_come_back() -> None:
+    """After a server's death everyone joins the room again at their own pace: who is not back when the call is
+    gets `rejoin_grace`; who was seen leaving (a reason) during the episode, or is still away then, has left."""
+    rooms = Rooms()
+    call = make_call(rooms, rejoin_grace=0.2)
+    seen = record(call, "participant_joined", "participant_left", "participant_updated", "reconnected")
+    await call.connect()
+    room = rooms.made[0]
+    for identity in ("ann", "bob", "cid"):
+        room.emit("participant_connected", room.add(identity))
+    room.emit("connection_state_changed", RECONNECTING)
+    ann, bob, cid = (room.remote_participants.pop(i) for i in ("ann", "bob", "cid"))
+    for gone in (ann, bob):
+        room.emit("participant_disconnected", gone)
+    cid.disconnect_reason = rtc.DisconnectReason.CLIENT_INITIATED
+    room.emit("participant_disconnected", cid)
+    room.emit("connection_state_changed", CONNECTED)
+    assert [(e[0], e[1].identity if len(e) > 1 else None) for e in seen[3:]] == [
+        ("participant_left", "cid"),
+        ("reconnected", None),
+    ]
+    assert [p.identity for p in call.participants] == ["ann", "bob"]
+    await asyncio.sleep(0.1)
+    room.remote_participants["ann"] = FakeParticipant("ann", sid="PA_ann2")
+    room.emit("participant_connected", room.remote_participants["ann"])
+    await asyncio.sleep(0.2)
+    assert [(e[0], e[1].identity) for e in seen[5:]] == [("participant_updated", "ann"), ("participant_left", "bob")]
+    assert [(p.identity, p.sid) for p in call.participants] == [("ann", "PA_ann2")]
+    await call.disconnect()
+
+
 async def test_transient_end_rejoins_with_a_fresh_room() -> None:
     async def refuse(room: FakeRoom) -> None:
         raise rtc.ConnectError("failed to connect: 503 Service Unavailable")
