@@ -1,7 +1,8 @@
 """rtcstack.testing: servers to test calls against, with fault injection.
 
 `LoopbackServer` is a LiveKit-protocol server on loopback (aiortc); `LiveKitServer` runs a real livekit-server
-behind a signal proxy with the same fault surface. Both, and `ReceivedTrack` (what `LoopbackServer.received`
+behind a signal proxy with the same fault surface; `LiveKitCluster` runs livekit-server nodes sharing a redis-server
+behind a front that hands each connection to a live node. They, and `ReceivedTrack` (what `LoopbackServer.received`
 returns), are imported on first use, so that the pytest plugin (loaded in every pytest run once rtcstack is
 installed) imports no aiortc until a test asks for a server.
 """
@@ -11,11 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._cluster import LiveKitCluster
     from ._forward import ReceivedTrack
     from ._livekit import LiveKitServer
     from ._server import LoopbackServer
 
-__all__ = ["LiveKitServer", "LoopbackServer", "ReceivedTrack"]
+__all__ = ["LiveKitCluster", "LiveKitServer", "LoopbackServer", "ReceivedTrack"]
 
 
 def __getattr__(name: str) -> object:
@@ -23,6 +25,10 @@ def __getattr__(name: str) -> object:
         from ._server import LoopbackServer
 
         return LoopbackServer
+    if name == "LiveKitCluster":
+        from ._cluster import LiveKitCluster
+
+        return LiveKitCluster
     if name == "LiveKitServer":
         from ._livekit import LiveKitServer
 
