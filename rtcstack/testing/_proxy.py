@@ -54,7 +54,6 @@ class _Link:
 
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None
-    target: tuple[str, int] | None = None
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -115,12 +114,10 @@ class SignalProxy:
             signal.link.abort()
         return bool(signals)
 
-    def abort_all(self, target: tuple[str, int] | None = None) -> None:
-        """Abort every piped connection, or those to ``target`` (what clients see when the machine behind the front
-        dies)."""
+    def abort_all(self) -> None:
+        """Abort every piped connection (what clients see when the machine behind the front dies)."""
         for link in list(self._links):
-            if target is None or link.target == target:
-                link.abort()
+            link.abort()
 
     def room_of(self, identity: str) -> str | None:
         """The room named in the token of ``identity``'s open signal connection."""
@@ -152,7 +149,7 @@ class SignalProxy:
             except OSError:
                 await _answer(writer, HTTPStatus.BAD_GATEWAY)
                 return
-            link.upstream, link.target = up_writer, target
+            link.upstream = up_writer
             signal = self._track(head, link)
             try:
                 up_writer.write(head.raw)
