@@ -83,6 +83,8 @@ _UNEXPLAINED_LEAVE_GRACE = 0.25
 """Seconds a leave with no disconnect reason waits before it is applied (see `Call._on_participant_disconnected`)."""
 _SDK_CONNECT_GRACE = 30.0
 """Seconds past its 3 attempts of `connect_timeout` each that a Room's connect may take before it is abandoned."""
+_SDK_ATTEMPT_TIMEOUT = 5.0
+"""Seconds of one SDK connect or resume attempt: a Room given 5 s behaves as one given none (livekit 1.2.1)."""
 _T = TypeVar("_T")
 _SOURCES: dict[str, int] = {name: value for value, name in TRACK_SOURCE_FROM_SDK.items()}
 _AUDIO_SOURCES = ("microphone", "screen_share_audio", "unknown")
@@ -551,11 +553,13 @@ class Call(EventEmitter):
 
     def _room_options(self, budget: float) -> rtc.RoomOptions:
         # The SDK's own per-attempt timeout is bounded by ours, so a Room left connecting after our deadline
-        # finishes (and is closed) soon after it.
+        # finishes (and is closed) soon after it; and by its default, which it also uses for each attempt of its
+        # own resume: with the whole budget, a resume that the server holds (a cluster whose node died) is waited
+        # for that long instead of being retried as a full restart.
         return rtc.RoomOptions(
             auto_subscribe=self._options.auto_subscribe,
             single_peer_connection=self._options.single_peer_connection,
-            connect_timeout=budget,
+            connect_timeout=min(budget, _SDK_ATTEMPT_TIMEOUT),
         )
 
     async def _open_room(self, token: str, budget: float) -> None:

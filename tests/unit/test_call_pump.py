@@ -50,6 +50,7 @@ class FakeRoom:
         self.script = script
         self.connected = False
         self.disconnects = 0
+        self.options: rtc.RoomOptions | None = None
 
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
         assert callback is not None
@@ -61,6 +62,7 @@ class FakeRoom:
             handler(*args)
 
     async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
+        self.options = options
         if self.script is not None:
             await self.script(self)
         self.connected = True
@@ -294,6 +296,19 @@ async def test_sdk_resume_is_reconnecting_one_and_holds_the_roster() -> None:
         ("reconnected", None),
     ]
     assert [p.identity for p in call.participants] == ["ann", "cid"]
+    await call.disconnect()
+
+
+@pytest.mark.parametrize(("budget", "attempt"), [(20.0, 5.0), (2.0, 2.0)])
+async def test_the_sdk_attempts_take_its_own_default_or_less(budget: float, attempt: float) -> None:
+    """Each SDK attempt, of the connect and of its own resumes, gets the SDK's default 5 s, or the call's whole
+    deadline when that is shorter: with the whole deadline a resume the server holds (a cluster whose node died)
+    was waited for that long rather than retried as a full restart."""
+    rooms = Rooms()
+    call = make_call(rooms, connect_timeout=budget)
+    await call.connect()
+    options = rooms.made[0].options
+    assert options is not None and options.connect_timeout == attempt
     await call.disconnect()
 
 
