@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ._calls import CALLS
+from ._cluster import CLUSTER
 from ._common import Bench, Context, log
 from ._connect import CONNECT, CROWD
 from ._events import EVENTS, ROSTER
@@ -18,7 +19,7 @@ from ._recovery import EXPIRED, RESUME
 from ._report import Row, environment, render, table
 from ._sfu import SFU
 
-BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU)
+BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU, CLUSTER)
 ROOT = Path(__file__).resolve().parents[1]
 
 

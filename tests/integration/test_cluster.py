@@ -4,9 +4,10 @@ the call survives the death of the node that hosts its room, and the raw SDK in 
 What a node's death looks like (livekit-server v1.13.5, measured with these tests and bench/_cluster.py): a client
 whose signal went through the dead node loses it at once and resumes; the resume waits until the cluster counts the
 node as gone (5 s after its last stats), gets leave(STATE_MISMATCH, RECONNECT), and the SDK's full restart joins the
-room again, now on a live node (3-6 s after the kill). A client whose signal a live node relayed loses nothing but its
-media until that node's relay gives up (~11 s after the kill), then does the same. So the people of a room come back
-at their own pace, up to ~8 s apart; the call's `rejoin_grace` keeps the ones not back yet in its roster meanwhile.
+room again, now on a live node (3-7 s after the kill). A client whose signal a live node relayed loses nothing but its
+media until that node's relay gives up on a message it sends (8-12 s after the kill, by when the client joined), then
+does the same. So the people of a room come back at their own pace, up to ~9 s apart; the call's `rejoin_grace` keeps
+the ones not back yet in its roster meanwhile.
 """
 
 from __future__ import annotations
