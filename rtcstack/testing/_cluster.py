@@ -28,11 +28,11 @@ from ._grants import mint_token
 from ._livekit import (
     LiveKitServerError,
     NodeConfig,
-    PortInUseError,
     Process,
     find_binary,
     free_port,
     start_node,
+    start_on_free_ports,
 )
 from ._proxy import SignalProxy
 
@@ -45,7 +45,6 @@ _NODES_KEY = "nodes"
 _ROOM_NODE_KEY = "room_node_map"
 """livekit-server's Redis hashes: node id -> Node, and room name -> node id."""
 _REDIS_TIMEOUT = 2.0
-_BIND_ATTEMPTS = 3
 
 
 class LiveKitCluster:
@@ -140,28 +139,15 @@ class LiveKitCluster:
         logger.info("LiveKitCluster of %d nodes listening on %s", self._size, self.url)
 
     async def _start_redis(self, log_dir: Path) -> None:
-        attempts = _BIND_ATTEMPTS
-        while True:
+        def make() -> tuple[Process, int]:
             port = free_port()
-            self._redis = Process(
-                [
-                    str(self.redis_binary),
-                    *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(log_dir)),
-                    *("--save", "", "--appendonly", "no", "--daemonize", "no"),
-                ],
-                log_dir / "redis.log",
-                functools.partial(self._redis_answers, port),
-                f"redis-server on port {port}",
-                self._start_timeout,
-            )
-            try:
-                await self._redis.start()
-                self._redis_port = port
-                return
-            except PortInUseError:
-                attempts -= 1
-                if attempts == 0:
-                    raise
+            argv = [str(self.redis_binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(log_dir)]
+            argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]  # nothing persisted
+            probe = functools.partial(self._redis_answers, port)
+            what = f"redis-server on port {port}"
+            return Process(argv, log_dir / "redis.log", probe, what, self._start_timeout), port
+
+        self._redis, self._redis_port = await start_on_free_ports(make)
 
     async def _redis_answers(self, port: int) -> bool:
         try:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import aiohttp
 from livekit import api
@@ -43,6 +44,7 @@ _STOP_TIMEOUT = 5.0
 _SIOCGIFADDR = 0x8915
 _PORTS = (20000, 32000)
 _BIND_ATTEMPTS = 3
+_T = TypeVar("_T")
 
 
 class LiveKitServerError(RtcstackError):
@@ -272,13 +274,27 @@ class Process:
         return "\n".join(text.splitlines()[-lines:])
 
 
+async def start_on_free_ports(make: Callable[[], tuple[Process, _T]]) -> tuple[Process, _T]:
+    """Start the process ``make()`` gives (with what it says of it) and return both once it answers; when a port it
+    was given was taken between our check and its bind, ``make()`` another on other ports."""
+    attempts = _BIND_ATTEMPTS
+    while True:
+        process, made = make()
+        try:
+            await process.start()
+            return process, made
+        except PortInUseError:
+            attempts -= 1
+            if attempts == 0:
+                raise
+
+
 async def start_node(
     binary: Path, config: Callable[[], NodeConfig], log_path: Path, what: str, start_timeout: float
 ) -> tuple[Process, NodeConfig]:
-    """Start a livekit-server with ``config()`` and return it once it answers HTTP; when a port was taken between
-    our check and its bind, it is started again on others."""
-    attempts = _BIND_ATTEMPTS
-    while True:
+    """Start a livekit-server with ``config()`` and return it once it answers HTTP."""
+
+    def make() -> tuple[Process, NodeConfig]:
         node = config()
         process = Process(
             [str(binary)],
@@ -288,13 +304,9 @@ async def start_node(
             start_timeout,
             env={"LIVEKIT_CONFIG": node.yaml()},  # not in argv: the keys would show in ps
         )
-        try:
-            await process.start()
-            return process, node
-        except PortInUseError:
-            attempts -= 1
-            if attempts == 0:
-                raise
+        return process, node
+
+    return await start_on_free_ports(make)
 
 
 class LiveKitServer:
