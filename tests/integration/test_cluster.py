@@ -91,7 +91,7 @@ async def test_calls_come_back_on_the_other_node_with_their_media_and_so_does_th
     raw_back: dict[str, asyncio.Future[float]] = {who: asyncio.get_running_loop().create_future() for who in rooms}
     raw_left: dict[str, list[str]] = {who: [] for who in rooms}
     for who, room in rooms.items():
-        room.on("reconnected", lambda who=who: raw_back[who].done() or raw_back[who].set_result(time.monotonic()))
+        room.once("reconnected", lambda who=who: raw_back[who].set_result(time.monotonic()))
         room.on("participant_disconnected", lambda p, who=who: raw_left[who].append(p.identity))
     heard: list[Heard] = []
     try:
