@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ._calls import CALLS
+from ._cluster import CLUSTER
 from ._common import Bench, Context, log
 from ._connect import CONNECT, CROWD
 from ._events import EVENTS, ROSTER
@@ -20,7 +21,7 @@ from ._report import Row, environment, render, table
 from ._serve import SERVERS
 from ._sfu import SFU
 
-BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU)
+BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU, CLUSTER)
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = {"loopback": ROOT / "BENCHMARKS.md", "livekit": ROOT / "BENCHMARKS-livekit.md"}
 

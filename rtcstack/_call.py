@@ -87,6 +87,8 @@ _WITHDRAW_BOUND = 10.0
 """Seconds the unpublish of a cancelled publish may take before it is given up (with a warning)."""
 _SDK_CONNECT_GRACE = 30.0
 """Seconds past its 3 attempts of `connect_timeout` each that a Room's connect may take before it is abandoned."""
+_SDK_ATTEMPT_TIMEOUT = 5.0
+"""Seconds of one SDK connect or resume attempt: a Room given 5 s behaves as one given none (livekit 1.2.1)."""
 _T = TypeVar("_T")
 _SOURCES: dict[str, int] = {name: value for value, name in TRACK_SOURCE_FROM_SDK.items()}
 _AUDIO_SOURCES = ("microphone", "screen_share_audio", "unknown")
@@ -212,6 +214,7 @@ class Call(EventEmitter):
         self._refresh_backoff: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_leaves: dict[str, asyncio.TimerHandle] = {}
+        self._seen_leaving: set[str] = set()
         self._token_timer: asyncio.TimerHandle | None = None
         self._warned_for: datetime | None = None
         self._publications = LocalPublications()
@@ -575,10 +578,11 @@ class Call(EventEmitter):
             self._roster.hold()
             self._subscriptions.hold()
             self._departures.drop()
+            self._seen_leaving.clear()
         elif name == "reconnected":
             self._watch_publishes()
             self._refresh_local()
-            self._run(self._roster.release(self._current_participants()))
+            self._release_roster()
             self._run(self._subscriptions.release(self._current_publications()))
             self._media_settled()
         elif name == "connected":
@@ -593,6 +597,17 @@ class Call(EventEmitter):
         elif name == "disconnected":
             self._ended()
         self._emit(out.name, *out.args)
+
+    def _release_roster(self) -> None:
+        """The call is back: participants not in the Room who were not seen leaving get `rejoin_grace` to return."""
+        current = self._current_participants()
+        present = {p.identity for p in current}
+        grace = self._options.rejoin_grace
+        absent = [p.identity for p in self._roster.snapshot() if p.identity not in present]
+        keep = [identity for identity in absent if identity not in self._seen_leaving] if grace > 0 else []
+        self._run(self._roster.release(current, keep))
+        for identity in keep:
+            self._leave_later(identity, grace)
 
     def _ended(self) -> None:
         if self._connect_waiter is not None and not self._connect_waiter.done():
@@ -625,11 +640,13 @@ class Call(EventEmitter):
 
     def _room_options(self, budget: float) -> rtc.RoomOptions:
         # The SDK's own per-attempt timeout is bounded by ours, so a Room left connecting after our deadline
-        # finishes (and is closed) soon after it.
+        # finishes (and is closed) soon after it; and by its default, which it also uses for each attempt of its
+        # own resume: with the whole budget, a resume that the server holds (a cluster whose node died) is waited
+        # for that long instead of being retried as a full restart.
         return rtc.RoomOptions(
             auto_subscribe=self._options.auto_subscribe,
             single_peer_connection=self._options.single_peer_connection,
-            connect_timeout=budget,
+            connect_timeout=min(budget, _SDK_ATTEMPT_TIMEOUT),
         )
 
     async def _open_room(self, token: str, budget: float) -> None:
@@ -781,8 +798,12 @@ class Call(EventEmitter):
         # A full restart makes the SDK report everyone as gone, with no disconnect reason, just before RECONNECTING
         # (measured with livekit 1.2.1: the same loop iteration when idle, later under load). A leave the server gave
         # a reason for is real and applied at once; one without waits a moment, in case a reconnect begins.
-        delay = 0.0 if participant.disconnect_reason else _UNEXPLAINED_LEAVE_GRACE
-        identity = participant.identity
+        if participant.disconnect_reason and self._roster.held:
+            self._seen_leaving.add(participant.identity)
+        self._leave_later(participant.identity, 0.0 if participant.disconnect_reason else _UNEXPLAINED_LEAVE_GRACE)
+
+    def _leave_later(self, identity: str, delay: float) -> None:
+        """In `delay` s, `identity` has left unless the call's Room has them again (or is another Room by then)."""
         earlier = self._pending_leaves.pop(identity, None)
         if earlier is not None:
             earlier.cancel()

@@ -125,7 +125,10 @@ class CallOptions(_Options):
     ``connect_timeout``: the default total deadline of ``connect()``. ``reconnect``: the rejoin policy.
     ``token_refresh_margin``: how long before expiry a token counts as expiring (``token_expired`` fires and
     the refresher is called). ``token_refresh_timeout``: how long one refresher call may take (a join inside the
-    margin waits at most that long for its answer).
+    margin waits at most that long for its answer). ``rejoin_grace``: when the call is back in the room through a
+    full reconnect (the SDK's restart, or the call's rejoin), how long a participant who was in the call, is not in
+    the room (yet) and was not seen leaving has to come back before ``participant_left`` (after a server's death
+    everyone joins the room again at their own pace); 0: at once.
     ``auto_subscribe`` and ``single_peer_connection`` are passed on to ``livekit.rtc.RoomOptions``.
     """
 
@@ -133,5 +136,6 @@ class CallOptions(_Options):
     reconnect: ReconnectPolicy = Field(default_factory=ReconnectPolicy)
     token_refresh_margin: float = Field(default=60.0, ge=0)
     token_refresh_timeout: float = Field(default=10.0, gt=0)
+    rejoin_grace: float = Field(default=15.0, ge=0)
     auto_subscribe: bool = True
     single_peer_connection: bool = True

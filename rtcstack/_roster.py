@@ -3,12 +3,12 @@
 While the call is reconnecting the SDK may report churn that is not real (a full restart re-announces everyone,
 a rejoin starts from an empty Room). The roster is *held* then: joins and leaves are not applied, and when the call
 is back, `release()` compares the roster from before the episode with the Room's actual participants and returns
-only the real changes.
+only the real changes (those who are not back yet may be kept a while: `release(keep=...)`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from ._machine import Emit
 from ._models import Participant
@@ -92,12 +92,16 @@ class Roster:
         """Stop applying joins and leaves until `release()`."""
         self._held = True
 
-    def release(self, current: Iterable[Participant]) -> list[Emit]:
-        """Adopt `current` (the Room's participants now) and return the real joins, leaves and updates."""
+    def release(self, current: Iterable[Participant], keep: Collection[str] = ()) -> list[Emit]:
+        """Adopt `current` (the Room's participants now) and return the real joins, leaves and updates.
+
+        Participants of `keep` who are not in `current` stay, silently: they may not be back yet (after a server's
+        death everyone joins the room again at their own pace); the caller decides later whether they left.
+        """
         self._held = False
         before = self._by_identity
         now = {p.identity: p for p in _in_join_order(current)}
-        out: list[Emit] = [Emit("participant_left", (p,)) for i, p in before.items() if i not in now]
+        out: list[Emit] = [Emit("participant_left", (p,)) for i, p in before.items() if i not in now and i not in keep]
         merged: dict[str, Participant] = {}
         for identity, old in before.items():
             new = now.get(identity)
@@ -105,6 +109,8 @@ class Roster:
                 merged[identity] = new
                 if _differs(old, new):
                     out.append(Emit("participant_updated", (new,)))
+            elif identity in keep:
+                merged[identity] = old
         for identity, new in now.items():
             if identity not in merged:
                 merged[identity] = new

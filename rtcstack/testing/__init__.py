@@ -1,9 +1,11 @@
 """rtcstack.testing: servers to test calls against, with fault injection.
 
 `LoopbackServer` is a LiveKit-protocol server on loopback (aiortc); `LiveKitServer` runs a real livekit-server
-behind a signal proxy with the same fault surface; `audio_track` is a local track playing a tone or a WAV file.
-They, and `ReceivedTrack` (what `LoopbackServer.received` returns), are imported on first use, so that the pytest
-plugin (loaded in every pytest run once rtcstack is installed) imports no aiortc until a test asks for a server.
+behind a signal proxy with the same fault surface; `LiveKitCluster` runs livekit-server nodes sharing a redis-server
+behind a front that hands each connection to a live node; `audio_track` is a local track playing a tone or a WAV
+file. They, and `ReceivedTrack` (what `LoopbackServer.received` returns), are imported on first use, so that the
+pytest plugin (loaded in every pytest run once rtcstack is installed) imports no aiortc until a test asks for a
+server.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._audio import audio_track
+    from ._cluster import LiveKitCluster
     from ._forward import ReceivedTrack
     from ._livekit import LiveKitServer
     from ._server import LoopbackServer
 
-__all__ = ["LiveKitServer", "LoopbackServer", "ReceivedTrack", "audio_track"]
+__all__ = ["LiveKitCluster", "LiveKitServer", "LoopbackServer", "ReceivedTrack", "audio_track"]
 
 
 def __getattr__(name: str) -> object:
@@ -24,6 +27,10 @@ def __getattr__(name: str) -> object:
         from ._server import LoopbackServer
 
         return LoopbackServer
+    if name == "LiveKitCluster":
+        from ._cluster import LiveKitCluster
+
+        return LiveKitCluster
     if name == "LiveKitServer":
         from ._livekit import LiveKitServer
 

@@ -22,10 +22,11 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 import aiohttp
 from livekit import api
@@ -43,6 +44,7 @@ _STOP_TIMEOUT = 5.0
 _SIOCGIFADDR = 0x8915
 _PORTS = (20000, 32000)
 _BIND_ATTEMPTS = 3
+_T = TypeVar("_T")
 
 
 class LiveKitServerError(RtcstackError):
@@ -53,23 +55,27 @@ class PortInUseError(LiveKitServerError):
     """The server exited at start because a port it was given is taken."""
 
 
-def find_binary(binary: str | os.PathLike[str] | None = None) -> Path:
-    """``binary``, else ``$LIVEKIT_SERVER_BIN``, else ``livekit-server`` on PATH; an error naming all three."""
+def find_binary(
+    binary: str | os.PathLike[str] | None = None,
+    *,
+    name: str = "livekit-server",
+    env: str = BINARY_ENV,
+    argument: str = "binary",
+    how: str = "scripts/livekit-server builds the pinned version with Go and prints its path",
+) -> Path:
+    """``binary``, else ``$env``, else ``name`` on PATH; an error naming all three, and ``how`` to get one."""
     if binary is not None:
         path = Path(binary)
         if not (path.is_file() and os.access(path, os.X_OK)):
-            raise LiveKitServerError(f"livekit-server binary {str(path)!r} is not an executable file")
+            raise LiveKitServerError(f"{name} binary {str(path)!r} is not an executable file")
         return path
-    from_env = os.environ.get(BINARY_ENV)
+    from_env = os.environ.get(env)
     if from_env:
-        return find_binary(from_env)
-    on_path = shutil.which("livekit-server")
+        return find_binary(from_env, name=name)
+    on_path = shutil.which(name)
     if on_path is not None:
         return Path(on_path)
-    raise LiveKitServerError(
-        "no livekit-server binary: pass binary=..., set $LIVEKIT_SERVER_BIN, or put livekit-server on PATH "
-        "(scripts/livekit-server builds the pinned version with Go and prints its path)"
-    )
+    raise LiveKitServerError(f"no {name} binary: pass {argument}=..., set ${env}, or put {name} on PATH ({how})")
 
 
 def node_ip() -> str:
@@ -117,6 +123,29 @@ class NodeConfig:
     log_level: str
     redis_address: str | None = None
 
+    @classmethod
+    def on_free_ports(
+        cls,
+        keys: Mapping[str, str],
+        *,
+        departure_timeout: float,
+        empty_timeout: float,
+        log_level: str,
+        redis_address: str | None = None,
+    ) -> NodeConfig:
+        """A config on ports free now, advertising `node_ip`."""
+        return cls(
+            http_port=free_port(),
+            rtc_tcp_port=free_port(),
+            rtc_udp_port=free_port(socket.SOCK_DGRAM),
+            node_ip=node_ip(),
+            keys=keys,
+            departure_timeout=departure_timeout,
+            empty_timeout=empty_timeout,
+            log_level=log_level,
+            redis_address=redis_address,
+        )
+
     def yaml(self) -> str:
         """The config body (JSON is YAML; livekit-server rejects unknown keys)."""
         body: dict[str, object] = {
@@ -138,13 +167,16 @@ class NodeConfig:
 
 
 class Process:
-    """One server process: started, waited for until it answers, stopped without an orphan."""
+    """One server process: started, waited for until it answers, stopped without an orphan.
+
+    ``ready`` is the URL that answers 200 once the server is up, or a probe that returns True then.
+    """
 
     def __init__(
         self,
         argv: list[str],
         log_path: Path,
-        ready_url: str | None,
+        ready: str | Callable[[], Awaitable[bool]],
         what: str,
         start_timeout: float,
         env: Mapping[str, str] | None = None,
@@ -152,7 +184,7 @@ class Process:
         self.argv = argv
         self.env = {**os.environ, **env} if env else None
         self.log_path = log_path
-        self.ready_url = ready_url
+        self.ready = ready
         self.what = what
         self.start_timeout = start_timeout
         self._proc: asyncio.subprocess.Process | None = None
@@ -162,7 +194,7 @@ class Process:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self) -> None:
-        """Start the process; returns once it answers ``ready_url``. Raises `LiveKitServerError` (with the log's
+        """Start the process; returns once it is ``ready``. Raises `LiveKitServerError` (with the log's
         tail) when it exits first or does not answer within ``start_timeout``; `PortInUseError` when it exits on a
         port that is taken."""
         with self.log_path.open("ab") as log:
@@ -195,7 +227,7 @@ class Process:
         async with aiohttp.ClientSession() as http:
             while True:
                 if proc.returncode is not None:
-                    error = PortInUseError if "address already in use" in self.tail() else LiveKitServerError
+                    error = PortInUseError if "address already in use" in self.tail().lower() else LiveKitServerError
                     raise error(
                         f"{self.what} exited at start with status {proc.returncode}; its log: {self.log_path}\n"
                         f"{self.tail()}"
@@ -206,10 +238,10 @@ class Process:
                     await asyncio.wait_for(proc.wait(), 0.05)
 
     async def _answers(self, http: aiohttp.ClientSession) -> bool:
-        if self.ready_url is None:
-            return True
+        if not isinstance(self.ready, str):
+            return await self.ready()
         try:
-            async with http.get(self.ready_url, timeout=aiohttp.ClientTimeout(total=1)) as response:
+            async with http.get(self.ready, timeout=aiohttp.ClientTimeout(total=1)) as response:
                 return response.status == 200
         except (aiohttp.ClientError, asyncio.TimeoutError):
             return False
@@ -240,6 +272,41 @@ class Process:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+async def start_on_free_ports(make: Callable[[], tuple[Process, _T]]) -> tuple[Process, _T]:
+    """Start the process ``make()`` gives (with what it says of it) and return both once it answers; when a port it
+    was given was taken between our check and its bind, ``make()`` another on other ports."""
+    attempts = _BIND_ATTEMPTS
+    while True:
+        process, made = make()
+        try:
+            await process.start()
+            return process, made
+        except PortInUseError:
+            attempts -= 1
+            if attempts == 0:
+                raise
+
+
+async def start_node(
+    binary: Path, config: Callable[[], NodeConfig], log_path: Path, what: str, start_timeout: float
+) -> tuple[Process, NodeConfig]:
+    """Start a livekit-server with ``config()`` and return it once it answers HTTP."""
+
+    def make() -> tuple[Process, NodeConfig]:
+        node = config()
+        process = Process(
+            [str(binary)],
+            log_path,
+            f"http://127.0.0.1:{node.http_port}/",
+            f"{what} on port {node.http_port}",
+            start_timeout,
+            env={"LIVEKIT_CONFIG": node.yaml()},  # not in argv: the keys would show in ps
+        )
+        return process, node
+
+    return await start_on_free_ports(make)
 
 
 class LiveKitServer:
@@ -313,36 +380,18 @@ class LiveKitServer:
         logger.info("LiveKitServer listening on %s (server port %d)", self.url, config.http_port)
 
     async def _start_process(self, log_dir: Path) -> NodeConfig:
-        attempts = _BIND_ATTEMPTS
-        while True:
-            config = self._config = self._node_config()
-            self._process = Process(
-                [str(self.binary)],
-                log_dir / "livekit-server.log",
-                f"http://127.0.0.1:{config.http_port}/",
-                f"livekit-server on port {config.http_port}",
-                self._start_timeout,
-                env={"LIVEKIT_CONFIG": config.yaml()},  # not in argv: the keys would show in ps
+        def config() -> NodeConfig:
+            return NodeConfig.on_free_ports(
+                {self.api_key: self.api_secret},
+                departure_timeout=self._departure_timeout,
+                empty_timeout=self._empty_timeout,
+                log_level=self._log_level,
             )
-            try:
-                await self._process.start()
-                return config
-            except PortInUseError:  # taken between our check and its bind: other ports
-                attempts -= 1
-                if attempts == 0:
-                    raise
 
-    def _node_config(self) -> NodeConfig:
-        return NodeConfig(
-            http_port=free_port(),
-            rtc_tcp_port=free_port(),
-            rtc_udp_port=free_port(socket.SOCK_DGRAM),
-            node_ip=node_ip(),
-            keys={self.api_key: self.api_secret},
-            departure_timeout=self._departure_timeout,
-            empty_timeout=self._empty_timeout,
-            log_level=self._log_level,
+        self._process, self._config = await start_node(
+            self.binary, config, log_dir / "livekit-server.log", "livekit-server", self._start_timeout
         )
+        return self._config
 
     async def close(self) -> None:
         """Stop the server process (no orphan) and the proxy."""

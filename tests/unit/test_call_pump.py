@@ -50,6 +50,7 @@ class FakeRoom:
         self.script = script
         self.connected = False
         self.disconnects = 0
+        self.options: rtc.RoomOptions | None = None
 
     def on(self, event: str, callback: Callable[..., Any] | None = None) -> Callable[..., Any]:
         assert callback is not None
@@ -61,6 +62,7 @@ class FakeRoom:
             handler(*args)
 
     async def connect(self, url: str, token: str, options: rtc.RoomOptions | None = None) -> None:
+        self.options = options
         if self.script is not None:
             await self.script(self)
         self.connected = True
@@ -294,6 +296,50 @@ async def test_sdk_resume_is_reconnecting_one_and_holds_the_roster() -> None:
         ("reconnected", None),
     ]
     assert [p.identity for p in call.participants] == ["ann", "cid"]
+    await call.disconnect()
+
+
+@pytest.mark.parametrize(("budget", "attempt"), [(20.0, 5.0), (2.0, 2.0)])
+async def test_the_sdk_attempts_take_its_own_default_or_less(budget: float, attempt: float) -> None:
+    """Each SDK attempt, of the connect and of its own resumes, gets the SDK's default 5 s, or the call's whole
+    deadline when that is shorter: with the whole deadline a resume the server holds (a cluster whose node died)
+    was waited for that long rather than retried as a full restart."""
+    rooms = Rooms()
+    call = make_call(rooms, connect_timeout=budget)
+    await call.connect()
+    options = rooms.made[0].options
+    assert options is not None and options.connect_timeout == attempt
+    await call.disconnect()
+
+
+async def test_after_a_full_restart_the_absent_have_rejoin_grace_to_come_back() -> None:
+    """After a server's death everyone joins the room again at their own pace: who is not back when the call is
+    gets `rejoin_grace`; who was seen leaving (a reason) during the episode, or is still away then, has left."""
+    rooms = Rooms()
+    call = make_call(rooms, rejoin_grace=0.2)
+    seen = record(call, "participant_joined", "participant_left", "participant_updated", "reconnected")
+    await call.connect()
+    room = rooms.made[0]
+    for identity in ("ann", "bob", "cid"):
+        room.emit("participant_connected", room.add(identity))
+    room.emit("connection_state_changed", RECONNECTING)
+    ann, bob, cid = (room.remote_participants.pop(i) for i in ("ann", "bob", "cid"))
+    for gone in (ann, bob):
+        room.emit("participant_disconnected", gone)
+    cid.disconnect_reason = rtc.DisconnectReason.CLIENT_INITIATED
+    room.emit("participant_disconnected", cid)
+    room.emit("connection_state_changed", CONNECTED)
+    assert [(e[0], e[1].identity if len(e) > 1 else None) for e in seen[3:]] == [
+        ("participant_left", "cid"),
+        ("reconnected", None),
+    ]
+    assert [p.identity for p in call.participants] == ["ann", "bob"]
+    await asyncio.sleep(0.1)
+    room.remote_participants["ann"] = FakeParticipant("ann", sid="PA_ann2")
+    room.emit("participant_connected", room.remote_participants["ann"])
+    await asyncio.sleep(0.2)
+    assert [(e[0], e[1].identity) for e in seen[5:]] == [("participant_updated", "ann"), ("participant_left", "bob")]
+    assert [(p.identity, p.sid) for p in call.participants] == [("ann", "PA_ann2")]
     await call.disconnect()
 
 

@@ -140,3 +140,13 @@ def test_seed_and_release_follow_join_times_not_the_sdk_order() -> None:
         ("participant_joined", "eve"),
     ]
     assert [p.identity for p in roster.snapshot()] == ["ann", "dan", "eve"]
+
+
+def test_release_keeps_the_absent_it_is_told_to_keep_in_their_place_and_silently() -> None:
+    roster = Roster()
+    roster.seed([person("ann", joined=10.0), person("bob", joined=20.0), person("cat", joined=30.0)])
+    roster.hold()
+    events = roster.release([person("cat", joined=30.0), person("dan", joined=40.0)], keep=["ann"])
+    assert names(events) == [("participant_left", "bob"), ("participant_joined", "dan")]
+    assert [p.identity for p in roster.snapshot()] == ["ann", "cat", "dan"]
+    assert names(roster.join(person("ann", sid="PA_ann2", joined=50.0))) == [("participant_updated", "ann")]
