@@ -18,13 +18,12 @@ import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
 from livekit import api
 
-from ._grants import mint_token
+from ._grants import Minter
 from ._livekit import (
     LiveKitServerError,
     NodeConfig,
@@ -47,7 +46,7 @@ _ROOM_NODE_KEY = "room_node_map"
 _REDIS_TIMEOUT = 2.0
 
 
-class LiveKitCluster:
+class LiveKitCluster(Minter):
     """``nodes`` real livekit-server processes sharing a redis-server it starts, behind one front.
 
     ``url`` / ``http_url`` are the front's: each new connection goes to the next live node (round robin), so a
@@ -236,29 +235,6 @@ class LiveKitCluster:
         return self._front
 
     # -- tokens and faults --------------------------------------------------------------------------------------
-
-    def token(
-        self,
-        identity: str,
-        room: str = "default",
-        name: str | None = None,
-        ttl: float = 600,
-        kind: str | None = None,
-        metadata: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> str:
-        """Mint a join token for ``identity`` in ``room`` (as `LoopbackServer.token`)."""
-        return mint_token(
-            self.api_key,
-            self.api_secret,
-            identity,
-            room,
-            name=name,
-            ttl=ttl,
-            kind=kind,
-            metadata=metadata,
-            attributes=attributes,
-        )
 
     async def create_room(self, room: str, node: int) -> None:
         """Create ``room`` on node ``node`` (RoomService.CreateRoom with its node id), so a test knows where it is."""

@@ -9,7 +9,7 @@ from livekit import api
 
 from ._tables import PARTICIPANT_KINDS
 
-__all__ = ["mint_token"]
+__all__ = ["Minter", "mint_token"]
 
 
 def mint_token(
@@ -36,3 +36,33 @@ def mint_token(
     token.claims.metadata = metadata or ""
     token.claims.attributes = dict(attributes) if attributes else None
     return token.to_jwt()
+
+
+class Minter:
+    """What every test server offers: `token`, signed with its ``api_key`` and ``api_secret``."""
+
+    api_key: str
+    api_secret: str
+
+    def token(
+        self,
+        identity: str,
+        room: str = "default",
+        name: str | None = None,
+        ttl: float = 600,
+        kind: str | None = None,
+        metadata: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> str:
+        """Mint a join token for ``identity`` in ``room`` (it may update its own metadata, as in tests you want)."""
+        return mint_token(
+            self.api_key,
+            self.api_secret,
+            identity,
+            room,
+            name=name,
+            ttl=ttl,
+            kind=kind,
+            metadata=metadata,
+            attributes=attributes,
+        )

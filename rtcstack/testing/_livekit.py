@@ -32,7 +32,7 @@ import aiohttp
 from livekit import api
 
 from .._errors import RtcstackError
-from ._grants import mint_token
+from ._grants import Minter
 from ._proxy import SignalProxy
 
 __all__ = ["LiveKitServer", "LiveKitServerError", "find_binary", "node_ip"]
@@ -309,7 +309,7 @@ async def start_node(
     return await start_on_free_ports(make)
 
 
-class LiveKitServer:
+class LiveKitServer(Minter):
     """A real livekit-server on free local ports, behind a signal proxy that injects faults.
 
     ``url`` / ``http_url`` are the proxy's (every connection passes through it). The server advertises the first
@@ -433,29 +433,6 @@ class LiveKitServer:
         return self._proxy
 
     # -- tokens -------------------------------------------------------------------------------------------------
-
-    def token(
-        self,
-        identity: str,
-        room: str = "default",
-        name: str | None = None,
-        ttl: float = 600,
-        kind: str | None = None,
-        metadata: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> str:
-        """Mint a join token for ``identity`` in ``room`` (as `LoopbackServer.token`)."""
-        return mint_token(
-            self.api_key,
-            self.api_secret,
-            identity,
-            room,
-            name=name,
-            ttl=ttl,
-            kind=kind,
-            metadata=metadata,
-            attributes=attributes,
-        )
 
     # -- faults -------------------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from livekit.protocol import rtc as pr
 
 from ._cors import enable_cors
 from ._forward import ReceivedTrack, Source
-from ._grants import mint_token
+from ._grants import Minter, mint_token
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
 from ._session import Session, SessionConfig
@@ -50,7 +50,7 @@ class _Refusal:
     identity: str | None
 
 
-class LoopbackServer:
+class LoopbackServer(Minter):
     """A LiveKit-protocol server that the real ``livekit.rtc.Room`` connects to, with fault injection.
 
     Use as ``async with LoopbackServer() as server`` or with `start` / `close`. Tokens are checked like the real
@@ -180,29 +180,6 @@ class LoopbackServer:
         return f"{host}:{self._port}"
 
     # -- tokens -------------------------------------------------------------------------------------------------
-
-    def token(
-        self,
-        identity: str,
-        room: str = "default",
-        name: str | None = None,
-        ttl: float = 600,
-        kind: str | None = None,
-        metadata: str | None = None,
-        attributes: Mapping[str, str] | None = None,
-    ) -> str:
-        """Mint a join token for ``identity`` in ``room`` (it may update its own metadata, as in tests you want)."""
-        return mint_token(
-            self.api_key,
-            self.api_secret,
-            identity,
-            room,
-            name=name,
-            ttl=ttl,
-            kind=kind,
-            metadata=metadata,
-            attributes=attributes,
-        )
 
     def _mint_for(self, session: Session, ttl: float) -> str:
         info = session.participant.info
