@@ -1,4 +1,4 @@
-"""A Room.connect() that returns just as the SDK starts a reconnect, with the real SDK on LoopbackServer.
+"""A Room.connect() that returns just as the SDK starts a reconnect, with the real SDK on both servers.
 
 The Room's event task starts inside connect() and can report CONN_CONNECTED and CONN_RECONNECTING before the caller
 of connect() resumes. The call must neither close that Room (its connect() looked abandoned) nor take connect()'s
@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from livekit import rtc
 
 from rtcstack import CallOptions
 from rtcstack._call import Call
 from rtcstack._tokens import decode_token
-from rtcstack.testing import LoopbackServer
+from tests.servers import BOTH, AnyServer
 
 WAIT = 20.0
 
 
-async def test_a_reconnect_starting_as_connect_returns_is_not_ended_early(server: LoopbackServer) -> None:
+@pytest.mark.servers(*BOTH)
+async def test_a_reconnect_starting_as_connect_returns_is_not_ended_early(server: AnyServer) -> None:
     made: list[rtc.Room] = []
 
     class ReconnectingAsItConnects(rtc.Room):
