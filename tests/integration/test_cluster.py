@@ -28,6 +28,7 @@ from rtcstack import Call, MediaStream, RtcstackError, create_call
 from rtcstack.testing import LiveKitCluster
 from tests.audio import level, tone
 from tests.calls import within
+from tests.processes import gone, processes_with, script
 
 WAIT = 40.0
 """Bound for a call to come back after the kill (it takes up to ~12 s)."""
@@ -148,24 +149,6 @@ async def test_calls_come_back_on_the_other_node_with_their_media_and_so_does_th
 # -- LiveKitCluster itself ---------------------------------------------------------------------------------------
 
 
-def _script(tmp_path: Path, name: str, body: str) -> Path:
-    path = tmp_path / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids whose command line or environment holds ``marker``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if any(marker.encode() in (entry / part).read_bytes() for part in ("cmdline", "environ")):
-                    found.append(int(entry.name))
-    return found
-
-
 def test_no_redis_server_anywhere_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     binary = os.environ.get("LIVEKIT_SERVER_BIN")  # found before PATH is emptied
     monkeypatch.delenv("REDIS_SERVER_BIN", raising=False)
@@ -190,33 +173,33 @@ def test_bad_arguments() -> None:
 
 async def test_a_redis_server_that_exits_at_start_is_a_clear_error_and_nothing_is_left(tmp_path: Path) -> None:
     marker = f"rtcstack-redis-{os.getpid()}-{id(tmp_path)}"
-    redis = _script(tmp_path, "redis-server", f'echo "{marker}: bad config" >&2; exit 2')
+    redis = script(tmp_path, name="redis-server", body=f'echo "{marker}: bad config" >&2; exit 2')
     cluster = LiveKitCluster(redis_binary=redis, log_dir=tmp_path)
     with pytest.raises(RtcstackError, match=rf"(?s)redis-server on port \d+ exited at start with status 2.*{marker}"):
         await cluster.start()
-    assert cluster.live_nodes == [] and _processes_with(marker) == []
+    assert cluster.live_nodes == [] and processes_with(marker) == []
     with pytest.raises(RuntimeError):
         cluster.url  # noqa: B018  (the front was closed too)
 
 
 async def test_a_cancelled_start_leaves_no_process(tmp_path: Path) -> None:
     marker = f"rtcstack-cancelled-{os.getpid()}-{id(tmp_path)}"
-    redis = _script(tmp_path, "redis-server", f'export MARK="{marker}"; exec sleep 600')
+    redis = script(tmp_path, name="redis-server", body=f'export MARK="{marker}"; exec sleep 600')
     starting = asyncio.ensure_future(LiveKitCluster(redis_binary=redis, log_dir=tmp_path).start())
     await asyncio.sleep(0.3)  # the process is up and being waited for
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 async def test_close_leaves_no_process_and_the_front_sends_only_to_live_nodes(tmp_path: Path) -> None:
     cluster = LiveKitCluster(nodes=2, log_dir=tmp_path)
     await cluster.start()
     try:
-        nodes = _processes_with(cluster.api_secret)  # their config, with the keys, is in their environment
+        nodes = processes_with(cluster.api_secret)  # their config, with the keys, is in their environment
         assert len(nodes) == 2 and cluster.live_nodes == [0, 1]
-        (redis,) = _processes_with(f"redis-server 127.0.0.1:{cluster._redis_port}")  # its title
+        (redis,) = processes_with(f"redis-server 127.0.0.1:{cluster._redis_port}")  # its title
         with pytest.raises(LookupError):
             await cluster.node_of("nowhere")
         with pytest.raises(ValueError, match="no node 2"):
@@ -234,14 +217,7 @@ async def test_close_leaves_no_process_and_the_front_sends_only_to_live_nodes(tm
         url = cluster.url
     finally:
         await cluster.close()
-    assert all(_gone(pid) for pid in [*nodes, redis])
+    assert all(gone(pid) for pid in [*nodes, redis])
     room = rtc.Room()
     with pytest.raises(rtc.ConnectError):
         await room.connect(url, cluster.token("alice", room="demo"), rtc.RoomOptions(connect_timeout=2))
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped by its parent
-    except OSError:
-        return True

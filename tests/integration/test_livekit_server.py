@@ -13,26 +13,7 @@ from livekit import rtc
 from rtcstack import RtcstackError, create_call
 from rtcstack.testing import LiveKitServer
 from tests.calls import expect, within
-
-
-def _script(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "fake-livekit-server"
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-    return path
-
-
-def _processes_with(marker: str) -> list[int]:
-    """Pids whose environment holds ``marker`` (the server's config is passed in its environment)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
+from tests.processes import gone, processes_with, script
 
 
 def test_no_binary_anywhere_names_the_three_places(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -50,7 +31,7 @@ def test_a_binary_that_is_not_executable(tmp_path: Path) -> None:
 
 
 async def test_a_server_that_exits_at_start_is_a_clear_error(tmp_path: Path) -> None:
-    server = LiveKitServer(_script(tmp_path, 'echo "config rejected" >&2; exit 3'), log_dir=tmp_path)
+    server = LiveKitServer(script(tmp_path, 'echo "config rejected" >&2; exit 3'), log_dir=tmp_path)
     with pytest.raises(RtcstackError, match=r"(?s)exited at start with status 3.*config rejected"):
         await server.start()
     assert not server.running
@@ -60,11 +41,11 @@ async def test_a_server_that_exits_at_start_is_a_clear_error(tmp_path: Path) -> 
 
 async def test_a_server_that_never_answers_is_stopped_after_the_start_timeout(tmp_path: Path) -> None:
     marker = f"rtcstack-silent-{os.getpid()}-{id(tmp_path)}"
-    script = _script(tmp_path, f'export MARK="{marker}"; exec sleep 600')
-    server = LiveKitServer(script, log_dir=tmp_path, start_timeout=1.0)
+    silent = script(tmp_path, f'export MARK="{marker}"; exec sleep 600')
+    server = LiveKitServer(silent, log_dir=tmp_path, start_timeout=1.0)
     with pytest.raises(RtcstackError, match="did not answer within 1 s"):
         await within("start() giving up", server.start())
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 async def test_a_port_in_use_is_a_clear_error() -> None:
@@ -80,11 +61,11 @@ async def test_a_port_in_use_is_a_clear_error() -> None:
 async def test_close_leaves_no_process_and_no_listener(tmp_path: Path) -> None:
     server = LiveKitServer(log_dir=tmp_path)
     await server.start()
-    (pid,) = _processes_with(server.api_secret)  # its config, with the keys, is in its environment
+    (pid,) = processes_with(server.api_secret)  # its config, with the keys, is in its environment
     assert server.log_path.is_file() and "starting LiveKit server" in server.log_path.read_text()
     url = server.url
     await server.close()
-    assert _gone(pid)
+    assert gone(pid)
     room = rtc.Room()
     with pytest.raises(rtc.ConnectError):
         await room.connect(url, server.token("alice", room="demo"), rtc.RoomOptions(connect_timeout=2))
@@ -92,13 +73,13 @@ async def test_close_leaves_no_process_and_no_listener(tmp_path: Path) -> None:
 
 async def test_a_cancelled_start_leaves_no_process(tmp_path: Path) -> None:
     marker = f"rtcstack-cancelled-{os.getpid()}-{id(tmp_path)}"
-    server = LiveKitServer(_script(tmp_path, f'export MARK="{marker}"; exec sleep 600'), log_dir=tmp_path)
+    server = LiveKitServer(script(tmp_path, f'export MARK="{marker}"; exec sleep 600'), log_dir=tmp_path)
     starting = asyncio.ensure_future(server.start())
     await asyncio.sleep(0.3)  # the process is up and being waited for
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    assert _processes_with(marker) == []
+    assert processes_with(marker) == []
 
 
 async def test_faults_of_the_real_server(tmp_path: Path) -> None:
@@ -123,10 +104,3 @@ async def test_faults_of_the_real_server(tmp_path: Path) -> None:
         room = rtc.Room()
         with pytest.raises(rtc.ConnectError):
             await room.connect(server.url, server.token("bob", room="demo"), rtc.RoomOptions(connect_timeout=2))
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # exited, not yet reaped by its parent
-    except OSError:
-        return True
