@@ -245,9 +245,10 @@ async def test_a_server_down_longer_than_the_sdk_waits_is_rejoined_once_it_is_ba
 ) -> None:
     """livekit-server is killed; the SDK's resume and full restarts fail until it gives up, the call's own rejoins
     go on by its policy, and the first one after the server is back (same ports, rooms gone) gets in."""
-    bob = make_call("bob")
+    patient = ReconnectPolicy(initial_delay=0.05, max_delay=0.5, max_attempts=None, timeout=90)
+    bob = make_call("bob", policy=patient)
     await bob.connect()
-    call = make_call()
+    call = make_call(policy=patient)
     await call.connect()
     first_room = call.room
     reconnected, bob_back = expect(call, "reconnected", timeout=90), expect(bob, "reconnected", timeout=90)
