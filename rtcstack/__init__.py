@@ -24,9 +24,9 @@ from ._errors import (
     TokenExpiredError,
     TokenRefreshError,
 )
-from ._media import MediaStream
 from ._models import Participant, TrackInfo
 from ._options import CallOptions, ReconnectPolicy
+from ._streams import MediaStream
 from ._tokens import Refresher, http_token_refresher
 from ._vocab import (
     EVENT_NAMES,

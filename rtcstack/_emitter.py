@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import functools
 import inspect
 import logging
 import weakref
@@ -25,6 +24,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast, overload
 from ._buffered import Buffered
 from ._errors import ConfigError
 from ._models import Participant, TrackInfo
+from ._tasks import Tasks
 from ._vocab import (
     EVENT_ARGS,
     EVENT_NAMES,
@@ -217,7 +217,7 @@ class EventEmitter:
 
     def __init__(self) -> None:
         self._handlers: dict[str, tuple[_Entry, ...]] = {}
-        self._handler_tasks: set[asyncio.Future[Any]] = set()
+        self._handler_tasks = Tasks("handlers", logger)
         self._streams: list[weakref.ref[EventStream]] = []  # weak: a dropped iterator unregisters itself
         self._waiters: dict[str, list[asyncio.Future[CallEvent]]] = {}
 
@@ -444,23 +444,13 @@ class EventEmitter:
 
     def _start_task(self, name: str, handler: _Handler, awaitable: Awaitable[object]) -> None:
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:
             if inspect.iscoroutine(awaitable):
                 awaitable.close()
             logger.error("%r handler %s returned an awaitable outside an event loop; not run", name, _describe(handler))
             return
-        task = asyncio.ensure_future(awaitable, loop=loop)
-        self._handler_tasks.add(task)
-        task.add_done_callback(functools.partial(self._task_done, name, handler))
-
-    def _task_done(self, name: str, handler: _Handler, task: asyncio.Future[Any]) -> None:
-        self._handler_tasks.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            logger.error("%r handler %s raised", name, _describe(handler), exc_info=exc)
+        self._handler_tasks.spawn(awaitable, f"{name!r} handler {_describe(handler)}")
 
     async def _aclose_handlers(self, timeout: float) -> None:
         """End every iterator; wait up to ``timeout`` s for running async handlers, then cancel the rest.
@@ -473,13 +463,4 @@ class EventEmitter:
             if stream is not None:
                 stream._end()
         self._streams = []
-        if not self._handler_tasks:
-            return
-        _, pending = await asyncio.wait(set(self._handler_tasks), timeout=timeout)
-        if not pending:
-            return
-        for task in pending:
-            task.cancel()
-        _, stuck = await asyncio.wait(pending, timeout=timeout)
-        for task in stuck:
-            logger.warning("async handler task %r ignored cancellation; abandoned", task)
+        await self._handler_tasks.close(grace=timeout, bound=timeout)

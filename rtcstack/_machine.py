@@ -1,9 +1,10 @@
 """The call's lifecycle as a pure state machine: inputs in, outputs out, no I/O.
 
 The pump (`_call.Call`) turns Room callbacks, timers and user calls into the small input dataclasses below and feeds
-them to `CallMachine.handle()`, which returns what to do: events to emit (`Emit`) and rejoins to schedule
-(`ScheduleRejoin`). Time comes in with the inputs (`now`, monotonic seconds), so the machine can be driven by a
-table in tests with no clock and no event loop.
+them to `CallMachine.handle()`, which returns what to do: events to emit (`Emit`), rejoins to schedule
+(`ScheduleRejoin`), and where the call's life turns (`SessionStarted`, `EpisodeStarted`, `EpisodeEnded`, `CallEnded`:
+the other parts of the call act on these, never on the names of emitted events). Time comes in with the inputs
+(`now`, monotonic seconds), so the machine can be driven by a table in tests with no clock and no event loop.
 
 States and the legal transitions::
 
@@ -25,15 +26,20 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from ._errors import InvalidStateError
+from ._models import Participant
 from ._vocab import ConnectionStateName, DisconnectReason, EventName
 
 __all__ = [
+    "CallEnded",
     "CallMachine",
     "ConnectFailed",
     "ConnectRequested",
     "DisconnectRequested",
     "Emit",
+    "EpisodeEnded",
+    "EpisodeStarted",
     "Input",
+    "Left",
     "Output",
     "RejoinFailed",
     "RetryPolicy",
@@ -41,6 +47,7 @@ __all__ = [
     "SdkConnected",
     "SdkDisconnected",
     "SdkReconnecting",
+    "SessionStarted",
 ]
 
 logger = logging.getLogger("rtcstack")
@@ -128,7 +135,34 @@ class ScheduleRejoin:
     delay: float
 
 
-Output: TypeAlias = Emit | ScheduleRejoin
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """The call is connected for the first time in this session (before `connected` is emitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeStarted:
+    """A reconnect episode began (before its first `reconnecting` is emitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeEnded:
+    """The reconnect episode ended with the call back (before `reconnected` is emitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The call ended (before `disconnected` is emitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """`participant` left for real (an output of the roster): what they sent ends, then `participant_left`."""
+
+    participant: Participant
+
+
+Output: TypeAlias = Emit | ScheduleRejoin | SessionStarted | EpisodeStarted | EpisodeEnded | CallEnded | Left
 
 
 class CallMachine:
@@ -159,6 +193,7 @@ class CallMachine:
         elif isinstance(event, SdkConnected):
             if state == "connecting":
                 self._set_state("connected", "sdk connected", out)
+                out.append(SessionStarted())
                 out.append(Emit("connected"))
             elif state == "reconnecting":
                 self._end_episode(out)
@@ -168,7 +203,10 @@ class CallMachine:
                 self._rejoins = 0
                 self.reconnect_attempt = 1
                 self._set_state("reconnecting", "sdk reconnecting", out)
+                out.append(EpisodeStarted())
                 out.append(Emit("reconnecting", (1,)))
+        elif isinstance(event, SdkDisconnected) and state == "connecting":
+            self._end(event.reason, out)
         elif isinstance(event, SdkDisconnected | RejoinFailed):
             if state == "connected":
                 self._episode_start = event.now
@@ -194,6 +232,7 @@ class CallMachine:
         self.reconnect_attempt += 1
         if self.state != "reconnecting":
             self._set_state("reconnecting", f"transient end ({event.reason})", out)
+            out.append(EpisodeStarted())
         out.append(Emit("reconnecting", (self.reconnect_attempt,)))
         out.append(ScheduleRejoin(self.reconnect_attempt, max(0.0, delay)))
 
@@ -201,12 +240,14 @@ class CallMachine:
         self.reconnect_attempt = 0
         self._rejoins = 0
         self._set_state("connected", "reconnected", out)
+        out.append(EpisodeEnded())
         out.append(Emit("reconnected"))
 
     def _end(self, reason: DisconnectReason, out: list[Output]) -> None:
         self.disconnect_reason = reason
         self.reconnect_attempt = 0
         self._set_state("disconnected", reason, out)
+        out.append(CallEnded())
         out.append(Emit("disconnected", (reason,)))
 
     def _set_state(self, new: ConnectionStateName, cause: str, out: list[Output]) -> None:

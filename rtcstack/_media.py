@@ -1,45 +1,38 @@
 """Media that outlives a Room: the local publications a rejoin publishes again, the remote subscriptions the app was
-told of, and the remote streams that follow a participant's track of one source.
+told of, and the streams that follow a remote participant's track of one source (`_streams.MediaStream`).
 
-The pump (`_call.Call`) feeds these books from Room callbacks; they hold no Room and make no decisions about the
-call's lifecycle. `LocalPublications` and `Subscriptions` are plain bookkeeping (no I/O); `MediaStream` owns the
-`rtc.AudioStream` / `rtc.VideoStream` it reads from and the task that pipes it, and closes both when it switches
-tracks or ends.
+`LocalPublications` and `Subscriptions` are plain bookkeeping (no I/O) that make no decisions about the call's
+lifecycle. `CallMedia` keeps them for a call and does its media work on the Room of the moment: publish and unpublish,
+follow, and publish again (or subscribe again) on a rejoin's fresh Room.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from livekit import rtc
 from livekit.rtc._proto.track_pb2 import AudioTrackFeature  # not re-exported by livekit.rtc
+from livekit.rtc.participant import PublishTrackError, UnpublishTrackError
 
-from ._buffered import Buffered
+from ._errors import ConfigError, PublishError
 from ._machine import Emit
 from ._models import Participant, TrackInfo, track_info_from_sdk
+from ._room import RoomLike, RoomSlot
+from ._streams import MediaStream
+from ._tasks import Tasks
 
-__all__ = [
-    "Departures",
-    "LocalPublications",
-    "MediaStream",
-    "Published",
-    "Subscriptions",
-    "options_from_publication",
-]
+__all__ = ["CallMedia", "LocalPublications", "Published", "Subscriptions", "options_from_publication"]
 
 logger = logging.getLogger("rtcstack")
 
-_Event = TypeVar("_Event", rtc.AudioFrameEvent, rtc.VideoFrameEvent)
-Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
-
-STREAM_BUFFER = 100
-"""Frames a `MediaStream` keeps for a reader that falls behind (1 s of 10 ms audio); older ones are dropped."""
-_CLOSE_BOUND = 5.0
-"""Seconds an SDK stream's `aclose()` may take before its task is cancelled (it waits for the core's end-of-stream)."""
+_WITHDRAW_BOUND = 10.0
+"""Seconds the unpublish of a cancelled publish may take before it is given up (with a warning)."""
+_DEFAULT_PUBLISH = rtc.TrackPublishOptions()
+"""The SDK's default for `LocalParticipant.publish_track(options=)` (never modified)."""
 _CODECS = {
     "video/vp8": rtc.VideoCodec.VP8,
     "video/h264": rtc.VideoCodec.H264,
@@ -216,139 +209,198 @@ class Subscriptions:
 _OFF = {"subscribed": False}
 
 
-class Departures:
-    """Track departures the SDK reported (unsubscribe, unpublish), applied in order after `grace` seconds.
-
-    A full restart makes the SDK report every remote track gone just before the call shows as reconnecting, as it
-    does with the participants; `drop()` (a reconnect episode began) forgets what is still waiting, and `flush()`
-    applies a participant's at once when they really leave.
-    """
-
-    __slots__ = ("_grace", "_waiting")
-
-    def __init__(self, grace: float) -> None:
-        self._grace = grace
-        self._waiting: dict[str, list[tuple[asyncio.TimerHandle, Callable[[], None]]]] = {}
-
-    def add(self, identity: str, apply: Callable[[], None]) -> None:
-        """Call `apply` after the grace, unless dropped or flushed first."""
-        handle = asyncio.get_running_loop().call_later(self._grace, self._due, identity)
-        self._waiting.setdefault(identity, []).append((handle, apply))
-
-    def _due(self, identity: str) -> None:
-        queue = self._waiting.get(identity)
-        if not queue:
-            return
-        _, apply = queue.pop(0)
-        if not queue:
-            del self._waiting[identity]
-        apply()
-
-    def flush(self, identity: str) -> None:
-        """Apply `identity`'s waiting departures now, in order."""
-        for handle, apply in self._waiting.pop(identity, []):
-            handle.cancel()
-            apply()
-
-    def drop(self) -> None:
-        """Forget every waiting departure."""
-        for queue in self._waiting.values():
-            for handle, _ in queue:
-                handle.cancel()
-        self._waiting.clear()
-
-
-class MediaStream(Buffered[_Event]):
-    """Frames of one remote participant's track of one source, across whatever Room and track carry it.
-
-    The call drives it: `_attach()` points it at a subscribed SDK track (opening an SDK stream on it), `_detach()`
-    lets it wait for the next one, `_end()` finishes it. Iterate it with `async for`; the iteration ends after the
-    call ends it, and `aclose()` ends it from the reader's side. Nothing of it runs after it ended and its closes
-    finished.
-    """
+class CallMedia:
+    """A call's media across its Rooms (the one of the moment is `slot.current`): what it publishes, what the app
+    was told it subscribes (`subscriptions`, fed by the call's translator), and the streams that follow remote
+    tracks. `lost(info)` tells the call that a kept local track could not be published again after a rejoin."""
 
     def __init__(
-        self,
-        identity: str,
-        source: int,
-        kind: int,
-        open_stream: Callable[[Any], Any],
-        spawn: Spawn,
-        on_end: Callable[[MediaStream[Any]], None],
+        self, slot: RoomSlot, *, auto_subscribe: bool, tasks: Tasks, lost: Callable[[TrackInfo], None]
     ) -> None:
-        super().__init__(maxlen=STREAM_BUFFER)
-        self.identity = identity
-        self.source = source
-        self.kind = kind
-        self._open = open_stream
-        self._spawn = spawn
-        self._on_end = on_end
-        self._track: Any = None
-        self._inner: Any = None
-        self._pipe: asyncio.Task[None] | None = None
-        self._closing: set[asyncio.Task[Any]] = set()
+        self._slot = slot
+        self._auto_subscribe = auto_subscribe
+        self._tasks = tasks
+        self._lost = lost
+        self.publications = LocalPublications()
+        self.subscriptions = Subscriptions()
+        self._followers: list[MediaStream[Any]] = []
+        self._settled_on: RoomLike | None = None
+        self._watched: object = None
+        self._republishing: asyncio.Future[None] | None = None
 
     @property
-    def ended(self) -> bool:
-        """True once the stream was ended (participant left, call ended, or `aclose()`)."""
-        return self._ended
+    def followers(self) -> int:
+        """How many streams follow remote tracks now."""
+        return len(self._followers)
 
-    @property
-    def track(self) -> Any:
-        """The SDK track frames come from now, or None."""
-        return self._track
+    # -- local tracks ------------------------------------------------------------------------------------------
 
-    def _attach(self, track: Any) -> None:
-        """Read frames from `track` (a subscribed remote track of this participant and source) from now on."""
-        if self._ended or track is self._track:
+    def watch_publishes(self) -> None:
+        """Have every publish on the current Room's local participant (through the call or directly on `call.room`)
+        keep the options it asked for, for a rejoin to publish it again with: the publication cannot tell them all
+        (its mime type is empty until media flows, and the SDK names no codec to the server)."""
+        room = self._slot.current
+        local = None if room is None else room.local_participant
+        if local is None or local is self._watched:
             return
-        self._detach()
+        self._watched = local
+        publish = local.publish_track
+        publications = self.publications
+
+        async def publish_track(track: Any, options: rtc.TrackPublishOptions = _DEFAULT_PUBLISH) -> Any:
+            publications.expect(track, options)
+            try:
+                return await publish(track, options)
+            except BaseException:
+                publications.abandon(track)
+                raise
+
+        publish_track.__doc__ = publish.__doc__
+        setattr(local, "publish_track", publish_track)  # noqa: B010  (an instance attribute over the SDK's method)
+
+    async def publish(self, room: RoomLike, track: Any, options: rtc.TrackPublishOptions) -> TrackInfo:
+        """Publish `track` on `room` and keep it. Cancelled, the track is withdrawn once the SDK has published it."""
+        # Shielded: the SDK publishes the track even when its publish_track is cancelled, and then forgets it (its
+        # local_track_published finds no publication).
+        publish = asyncio.ensure_future(room.local_participant.publish_track(track, options))
         try:
-            inner = self._open(track)
-        except Exception as exc:  # an FFI request the core refused: the stream waits for the next track
-            logger.warning(
-                "could not open a media stream on %s's track: %s: %s", self.identity, type(exc).__name__, exc
-            )
+            publication = await asyncio.shield(publish)
+        except asyncio.CancelledError:
+            self._tasks.spawn(self._withdraw(room, publish), "withdraw a cancelled publish")
+            raise
+        except PublishTrackError as exc:
+            raise PublishError(f"publish_track failed: {exc}") from exc
+        if room is self._slot.current:
+            self.publications.published(publication, track)
+        return track_info_from_sdk(publication)
+
+    async def _withdraw(self, room: RoomLike, publish: asyncio.Future[Any]) -> None:
+        """Unpublish what a cancelled `publish` published all the same (nothing if it failed)."""
+        try:
+            publication = await publish
+        except Exception:  # the publish failed: nothing to withdraw
             return
-        self._track, self._inner = track, inner
-        self._pipe = self._spawn(self._run(inner))
+        if room is self._slot.current:
+            self.publications.remove(publication.sid)
+            try:
+                # bounded: seen with livekit 1.2.1, an unpublish just after the publish can never return
+                await asyncio.wait_for(room.local_participant.unpublish_track(publication.sid), _WITHDRAW_BOUND)
+            except (UnpublishTrackError, asyncio.TimeoutError) as exc:
+                logger.warning(
+                    "could not withdraw the track of a cancelled publish_track: %s", str(exc) or type(exc).__name__
+                )
 
-    def _detach(self) -> None:
-        """The track went away: close what read it and wait for the next one."""
-        pipe, inner = self._pipe, self._inner
-        self._pipe = self._track = self._inner = None
-        if pipe is not None and inner is not None:
-            pipe.cancel()
-            closing = self._spawn(_close(pipe, inner))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
+    async def unpublish(self, sid: str, live_room: Callable[[], RoomLike]) -> None:
+        """Unpublish the kept track that has or had `sid`, on the Room `live_room()` gives (it raises when there is
+        none). Just after a rejoin, waits until the track is published on the fresh Room: its sid there is the one to
+        unpublish (a track whose publish failed there is no longer kept, and was told as unpublished)."""
+        entry = self.publications.find(sid)
+        if entry is None:
+            raise ConfigError(f"no local track is published with sid {sid!r}")
+        room = live_room()
+        republishing = self._republishing
+        if republishing is not None and not republishing.done():
+            await asyncio.shield(republishing)
+            entry = self.publications.find(sid)
+            if entry is None:
+                return
+            room = live_room()
+        current = entry.sids[-1]
+        self.publications.remove(current)
+        try:
+            await room.local_participant.unpublish_track(current)
+        except UnpublishTrackError as exc:
+            raise PublishError(f"unpublish_track failed: {exc}") from exc
 
-    def _end(self) -> None:
-        """No more frames: the participant left, the call ended, or the reader closed the stream."""
-        if self._ended:
+    # -- remote tracks -----------------------------------------------------------------------------------------
+
+    def follow(self, identity: str, source: int, kind: int, open_stream: Callable[[Any], Any]) -> MediaStream[Any]:
+        """A stream of `identity`'s track of `source` and `kind`, attached at once if the current Room has it."""
+        stream: MediaStream[Any] = MediaStream(identity, source, kind, open_stream, self._tasks, self._unfollow)
+        self._followers.append(stream)
+        room = self._slot.current
+        participant = None if room is None else room.remote_participants.get(identity)
+        if participant is not None:
+            for publication in participant.track_publications.values():
+                if (publication.source, publication.kind) == (source, kind) and publication.track is not None:
+                    stream._attach(publication.track)
+        return stream
+
+    def _unfollow(self, stream: MediaStream[Any]) -> None:
+        if stream in self._followers:
+            self._followers.remove(stream)
+
+    def subscribed(self, identity: str, track: Any, publication: Any) -> None:
+        """The current Room subscribed `track`: the streams that follow its participant and source read it."""
+        for stream in self._followers:
+            if stream.identity == identity and (stream.source, stream.kind) == (publication.source, publication.kind):
+                stream._attach(track)
+
+    def unsubscribed(self, track: Any) -> None:
+        """The current Room unsubscribed `track`: the streams that read it wait for the next one."""
+        for stream in self._followers:
+            if stream.track is track:
+                stream._detach()
+
+    def left(self, identity: str) -> None:
+        """`identity` left for real: the streams that follow them end."""
+        for stream in [s for s in self._followers if s.identity == identity]:
+            stream._end()
+
+    # -- the call's life ---------------------------------------------------------------------------------------
+
+    def opening(self) -> None:
+        """A fresh Room is being made: the tracks of the earlier one are gone with it."""
+        for stream in self._followers:
+            stream._detach()
+
+    def connected(self) -> None:
+        """The first Room of a session is connected: nothing to restore on it."""
+        self._settled_on = self._slot.current
+
+    def settled(self) -> None:
+        """The call is back: on a fresh Room (a rejoin), subscribe again without auto-subscribe, and publish again
+        what the earlier Room published."""
+        room = self._slot.current
+        if room is None or room is self._settled_on:
             return
-        self._ended = True
-        self._detach()
-        self._wake()
-        self._on_end(self)
+        self._settled_on = room
+        if not self._auto_subscribe:
+            self._resubscribe(room)
+        kept = self.publications.kept()
+        if kept:
+            self._republishing = self._tasks.spawn(self._republish(room, kept), "publish again after a rejoin")
 
-    async def _run(self, inner: Any) -> None:
-        async for event in inner:
-            self._buffer.append(event)
-            self._wake()
+    def _resubscribe(self, room: RoomLike) -> None:
+        """Without auto-subscribe a fresh Room subscribes to nothing: ask it for what the app was subscribed to."""
+        for identity, sid in self.subscriptions.told():
+            participant = room.remote_participants.get(identity)
+            publication = participant.track_publications.get(sid) if participant is not None else None
+            if publication is not None and not publication.subscribed:
+                publication.set_subscribed(True)
 
-    async def aclose(self) -> None:
-        """End the stream now and wait until its SDK stream is closed."""
-        self._buffer.clear()
-        self._end()
-        while self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+    async def _republish(self, room: RoomLike, kept: list[Published]) -> None:
+        for entry in kept:
+            if room is not self._slot.current:
+                return
+            try:
+                publication = await room.local_participant.publish_track(entry.track, entry.options)
+            except Exception as exc:  # reported as the track's end: the app sees it is no longer published
+                if room is not self._slot.current:
+                    return
+                logger.warning(
+                    "could not publish track %s again after a rejoin: %s: %s", entry.info.sid, type(exc).__name__, exc
+                )
+                self.publications.forget(entry)
+                self._lost(entry.info)
+            else:
+                if room is self._slot.current:  # its local_track_published may come later: an unpublish needs the sid
+                    self.publications.published(publication, entry.track)
 
-
-async def _close(pipe: asyncio.Task[None], inner: Any) -> None:
-    """Close an SDK stream once the task that read it has ended (a cancelled task may not have started)."""
-    await asyncio.wait([pipe])
-    try:
-        await asyncio.wait_for(inner.aclose(), _CLOSE_BOUND)
-    except asyncio.TimeoutError:
-        logger.warning("an SDK media stream did not close within %g s; its reader was cancelled", _CLOSE_BOUND)
+    def end(self) -> None:
+        """The call ended: every stream ends, nothing is kept."""
+        for stream in list(self._followers):
+            stream._end()
+        self.publications.clear()
+        self.subscriptions.clear()
+        self._settled_on = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 
-from ._machine import Emit
+from ._machine import Emit, Left
 from ._models import Participant
 
 __all__ = ["Roster"]
@@ -68,12 +68,12 @@ class Roster:
         self._by_identity[participant.identity] = participant
         return [Emit("participant_updated" if known else "participant_joined", (participant,))]
 
-    def leave(self, identity: str) -> list[Emit]:
+    def leave(self, identity: str) -> list[Left]:
         """A participant left."""
         if self._held:
             return []
         gone = self._by_identity.pop(identity, None)
-        return [] if gone is None else [Emit("participant_left", (gone,))]
+        return [] if gone is None else [Left(gone)]
 
     def replace(self, participant: Participant) -> bool:
         """Store a fresh snapshot of a known participant; False (nothing stored) for an unknown one."""
@@ -92,7 +92,7 @@ class Roster:
         """Stop applying joins and leaves until `release()`."""
         self._held = True
 
-    def release(self, current: Iterable[Participant], keep: Collection[str] = ()) -> list[Emit]:
+    def release(self, current: Iterable[Participant], keep: Collection[str] = ()) -> list[Emit | Left]:
         """Adopt `current` (the Room's participants now) and return the real joins, leaves and updates.
 
         Participants of `keep` who are not in `current` stay, silently: they may not be back yet (after a server's
@@ -101,7 +101,7 @@ class Roster:
         self._held = False
         before = self._by_identity
         now = {p.identity: p for p in _in_join_order(current)}
-        out: list[Emit] = [Emit("participant_left", (p,)) for i, p in before.items() if i not in now and i not in keep]
+        out: list[Emit | Left] = [Left(p) for i, p in before.items() if i not in now and i not in keep]
         merged: dict[str, Participant] = {}
         for identity, old in before.items():
             new = now.get(identity)

@@ -32,6 +32,7 @@ __all__ = [
     "http_token_refresher",
     "join_ask_timeout",
     "join_refresh",
+    "refresh_delay",
     "refresh_due",
     "run_refresher",
 ]
@@ -142,6 +143,16 @@ def check_usable(claims: TokenClaims, now: datetime, margin: float = 0.0) -> Non
 def refresh_due(claims: TokenClaims, margin: float) -> datetime:
     """When the token enters the refresh margin: ``margin`` seconds before it expires."""
     return claims.expires_at - timedelta(seconds=margin)
+
+
+def refresh_delay(claims: TokenClaims, now: datetime, margin: float) -> float:
+    """Seconds from ``now`` until the token's refresh is due: when it enters the margin, or, for a token that lives
+    less than the margin, halfway through what is left of it (so a refresher that hands out such tokens is not
+    called in a tight loop)."""
+    delay = (refresh_due(claims, margin) - now).total_seconds()
+    if delay > 0:
+        return delay
+    return max(0.0, (claims.expires_at - now).total_seconds() / 2)
 
 
 def join_refresh(claims: TokenClaims, now: datetime, margin: float) -> Literal["ask", "wait"] | None:

@@ -15,6 +15,7 @@ from typing import Literal, TypeVar
 from livekit import rtc
 
 __all__ = [
+    "AUDIO_SOURCES",
     "CONNECTION_STATES",
     "DISCONNECT_REASONS",
     "EVENT_ARGS",
@@ -30,6 +31,8 @@ __all__ = [
     "TRACK_KIND_FROM_SDK",
     "TRACK_SOURCES",
     "TRACK_SOURCE_FROM_SDK",
+    "TRACK_SOURCE_TO_SDK",
+    "VIDEO_SOURCES",
     "ConnectionStateName",
     "DisconnectReason",
     "EventName",
@@ -213,6 +216,10 @@ TRACK_SOURCE_FROM_SDK: dict[int, TrackSourceName] = {
     _Source.SOURCE_SCREENSHARE_AUDIO: "screen_share_audio",
     _Source.SOURCE_UNKNOWN: "unknown",
 }
+TRACK_SOURCE_TO_SDK: dict[TrackSourceName, int] = {name: value for value, name in TRACK_SOURCE_FROM_SDK.items()}
+#: The sources an audio track (``audio_stream``) and a video track (``video_stream``) may have.
+AUDIO_SOURCES: tuple[TrackSourceName, ...] = ("microphone", "screen_share_audio", "unknown")
+VIDEO_SOURCES: tuple[TrackSourceName, ...] = ("camera", "screen_share", "unknown")
 
 _Reason = rtc.DisconnectReason
 #: livekit disconnect reason -> (our reason, transient?). Transient reasons make the call rejoin on its own.

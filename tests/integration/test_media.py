@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -229,7 +231,10 @@ async def test_audio_stream_follows_a_participant_across_faults_and_ends_when_th
     await server.remove_participant("demo", "caller")
     await ends(stream)
     await stream.aclose()
-    assert call._followers == [] and not stream._closing
+    dropped = weakref.ref(stream)
+    del stream
+    gc.collect()
+    assert dropped() is None, "the call still holds the ended stream"
     assert not [t for t in asyncio.all_tasks() if _of_a_stream(t)], "a task of the ended stream is still running"
 
 

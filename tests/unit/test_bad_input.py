@@ -14,7 +14,7 @@ import math
 import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any
 
 import jwt as pyjwt
@@ -33,10 +33,11 @@ from rtcstack import (
     TokenError,
     TokenExpiredError,
     TokenRefreshError,
-    _call,
+    _room,
     create_call,
 )
 from rtcstack._call import Call
+from rtcstack._room import normalize_url
 from rtcstack._tokens import decode_token
 from tests.fakes import SECRET, FakeParticipant, mint
 
@@ -197,7 +198,7 @@ def test_bad_url_is_a_config_error(url: Any, message: str) -> None:
     ],
 )
 def test_http_urls_become_websocket_urls(url: str, normalized: str) -> None:
-    assert create_call(url, GOOD)._url == normalized
+    assert normalize_url(url) == normalized
 
 
 # -- create_call: token ----------------------------------------------------------------------------------------
@@ -392,100 +393,6 @@ async def test_a_refresher_that_hangs_is_cancelled_at_the_refresh_timeout() -> N
 def test_a_refresher_that_is_not_callable_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="token_refresher must be callable"):
         create_call(URL, GOOD, token_refresher="https://auth.example.com/token")  # type: ignore[arg-type]
-
-
-class Clock:
-    """A clock the test moves; starts now."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(timezone.utc)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-async def test_the_token_timer_and_a_rejoin_share_one_refresh() -> None:
-    """The token enters its margin (the timer starts a refresh) and the call loses its Room while the refresher
-    is still working: the rejoin waits for that same refresh, and joins with its token."""
-    clock, gate, calls = Clock(), asyncio.Event(), []
-    fresh = mint(ttl=900)
-
-    async def slow() -> str:
-        calls.append(clock.now)
-        await gate.wait()
-        return fresh
-
-    rooms = Rooms()
-    call = make_call(
-        rooms,
-        mint(ttl=120),
-        refresher=slow,
-        clock=clock,
-        token_refresh_margin=60,
-        reconnect=ReconnectPolicy(initial_delay=0.0, max_delay=0.0),
-    )
-    seen = record(call, "token_expired", "token_refreshed", "reconnected")
-    await call.connect()
-    clock.now += timedelta(seconds=61)
-    call._on_token_due()  # the token timer fires
-    await asyncio.sleep(0.01)
-    rooms.made[0].emit("disconnected", rtc.DisconnectReason.SIGNAL_CLOSE)
-    await asyncio.sleep(0.01)
-    assert len(calls) == 1 and len(rooms.made) == 1
-    gate.set()
-    await call.wait_for("reconnected", timeout=5)
-    assert len(calls) == 1 and rooms.made[1].tokens == [fresh]
-    assert [name for name, *_ in seen] == ["token_expired", "token_refreshed", "reconnected"]
-    await call.disconnect()
-
-
-async def test_the_token_timer_firing_twice_asks_the_refresher_once() -> None:
-    clock, gate, calls = Clock(), asyncio.Event(), []
-
-    async def slow() -> str:
-        calls.append(1)
-        await gate.wait()
-        return mint(ttl=900)
-
-    call = make_call(Rooms(), mint(ttl=120), refresher=slow, clock=clock, token_refresh_margin=60)
-    await call.connect()
-    clock.now += timedelta(seconds=61)
-    call._on_token_due()  # the token timer fires
-    await asyncio.sleep(0.01)
-    call._on_token_due()  # and again, while the first refresh is running
-    await asyncio.sleep(0.01)
-    gate.set()
-    await call.wait_for("token_refreshed", timeout=5)
-    assert calls == [1]
-    await call.disconnect()
-
-
-async def test_a_server_refresh_during_an_app_refresh_ends_it_quietly() -> None:
-    """LiveKit pushes a fresher token while the app's refresher is still working; the app's answer then expires
-    earlier than the token in use. Nothing failed: no `token_refresh_failed`, no second call of the refresher."""
-    clock, gate, calls = Clock(), asyncio.Event(), []
-
-    async def slow() -> str:
-        calls.append(1)
-        await gate.wait()
-        return mint(ttl=600)
-
-    rooms = Rooms()
-    call = make_call(rooms, mint(ttl=120), refresher=slow, clock=clock, token_refresh_margin=60)
-    seen = record(call, "token_refreshed", "token_refresh_failed")
-    await call.connect()
-    clock.now += timedelta(seconds=61)
-    call._on_token_due()  # the token timer fires
-    await asyncio.sleep(0.01)
-    room = rooms.made[0]
-    room._token = mint(ttl=3600)
-    room.emit("token_refreshed")
-    gate.set()
-    await asyncio.sleep(0.05)
-    assert [name for name, *_ in seen] == ["token_refreshed"] and calls == [1]
-    assert call.token_expires_at == decode_token(room._token).expires_at
-    assert call._refresh_task is None
-    await call.disconnect()
 
 
 # -- handlers and event names ----------------------------------------------------------------------------------
@@ -794,7 +701,7 @@ async def test_a_room_connect_that_never_ends_is_abandoned(
 ) -> None:
     """The SDK's connect never returns (seen with livekit 1.2.1): past its own attempts and a grace period the
     call cancels it, so disconnect() returns and no task of the call is left."""
-    monkeypatch.setattr(_call, "_SDK_CONNECT_GRACE", 0.05)
+    monkeypatch.setattr(_room, "_SDK_CONNECT_GRACE", 0.05)
     abandoned = asyncio.Event()
 
     async def never_ends(room: FakeRoom) -> None:
@@ -808,6 +715,6 @@ async def test_a_room_connect_that_never_ends_is_abandoned(
     with pytest.raises(ConnectTimeoutError):
         await call.connect(timeout=0.01)
     await asyncio.wait_for(call.disconnect(), 5)
-    assert abandoned.is_set() and call._tasks == set()
+    assert abandoned.is_set() and asyncio.all_tasks() == {asyncio.current_task()}
     assert rooms.made[0].disconnects == 0
     assert "Room.connect() did not end within 0.08 s; abandoned" in caplog.text

@@ -6,7 +6,9 @@ LoopbackServer (tests/integration/test_media.py); the fake makes the orderings c
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
@@ -16,9 +18,10 @@ from livekit.rtc._proto.track_pb2 import AudioTrackFeature
 
 from rtcstack import ConfigError, InvalidStateError, PublishError
 from rtcstack._call import Call
-from rtcstack._media import MediaStream, Subscriptions, options_from_publication
+from rtcstack._media import Subscriptions, options_from_publication
 from rtcstack._models import Participant, TrackInfo
 from rtcstack._options import ReconnectPolicy
+from rtcstack._streams import MediaStream
 from tests.fakes import FakeParticipant
 from tests.unit.test_call_pump import CONNECTED, RECONNECTING, FakePublication, FakeRoom, Rooms, make_call, record
 
@@ -156,7 +159,8 @@ async def test_publish_track_errors() -> None:
     with pytest.raises(PublishError) as info:
         await call.publish_track(tone())
     assert isinstance(info.value.__cause__, rtc.participant.PublishTrackError)
-    assert call._publications.kept() == []
+    await rejoin(call, rooms.made[0])
+    assert rooms.made[1].local_participant.published == []  # type: ignore[attr-defined]  # a FakeLocal
     await call.disconnect()
 
 
@@ -377,7 +381,11 @@ async def test_audio_stream_follows_the_track_across_a_rejoin_and_ends_when_they
     with pytest.raises(StopAsyncIteration):
         await next_frame(stream)
     await stream.aclose()
-    assert sdk_streams[1].closed and call._followers == []
+    assert sdk_streams[1].closed
+    dropped = weakref.ref(stream)
+    del stream
+    gc.collect()
+    assert dropped() is None, "the call still holds the ended stream"
     await call.disconnect()
 
 

@@ -15,16 +15,21 @@ from hypothesis import strategies as st
 from bench.soak import Invariants
 from rtcstack._errors import InvalidStateError, TokenError, TokenRefreshError
 from rtcstack._machine import (
+    CallEnded,
     CallMachine,
     ConnectFailed,
     ConnectRequested,
     DisconnectRequested,
+    Emit,
+    EpisodeEnded,
+    EpisodeStarted,
     Input,
     RejoinFailed,
     ScheduleRejoin,
     SdkConnected,
     SdkDisconnected,
     SdkReconnecting,
+    SessionStarted,
 )
 from rtcstack._options import ReconnectPolicy
 from rtcstack._tokens import TokenClaims, check_refreshed, decode_token
@@ -91,6 +96,7 @@ class Observer:
     max_attempts: int | None
     events: Invariants = field(default_factory=lambda: Invariants("machine"))
     rejoins: int = 0
+    turn: object = None
 
     def feed(self, machine: CallMachine, event: Input) -> None:
         before = machine.state
@@ -104,14 +110,30 @@ class Observer:
                 self.rejoins += 1
                 assert self.events.in_episode and out.attempt == self.events.attempt and out.delay >= 0
                 assert self.max_attempts is None or self.rejoins <= self.max_attempts
-            else:
+            elif isinstance(out, Emit):
+                starts_episode = out.name == "reconnecting" and not self.events.in_episode
+                expected = _TURNS.get(out.name) if out.name != "reconnecting" or starts_episode else None
+                assert self.turn == expected, out
+                self.turn = None
                 if out.name == "reconnecting" and out.args == (1,):
                     self.rejoins = 0
                 self.events.see(out.name, out.args)
+            else:
+                assert self.turn is None, "a turn of the call's life not followed by its event"
+                self.turn = out
         assert self.events.violations == []
         assert machine.state == self.events.state
         assert machine.reconnect_attempt == (self.events.attempt if machine.state == "reconnecting" else 0)
         assert (machine.disconnect_reason is not None) == (machine.state == "disconnected")
+
+
+_TURNS: dict[str, object] = {
+    "connected": SessionStarted(),
+    "reconnecting": EpisodeStarted(),
+    "reconnected": EpisodeEnded(),
+    "disconnected": CallEnded(),
+}
+"""The output that comes just before each of these events (`reconnecting`: the first of an episode) and no other."""
 
 
 @settings(max_examples=400)

@@ -6,11 +6,14 @@ import pytest
 
 from rtcstack._errors import InvalidStateError
 from rtcstack._machine import (
+    CallEnded,
     CallMachine,
     ConnectFailed,
     ConnectRequested,
     DisconnectRequested,
     Emit,
+    EpisodeEnded,
+    EpisodeStarted,
     Input,
     Output,
     RejoinFailed,
@@ -18,6 +21,7 @@ from rtcstack._machine import (
     SdkConnected,
     SdkDisconnected,
     SdkReconnecting,
+    SessionStarted,
 )
 from rtcstack._vocab import ConnectionStateName, DisconnectReason
 
@@ -56,7 +60,7 @@ CASES: list[tuple[str, list[Input], list[Output], ConnectionStateName]] = [
     (
         "connect ok",
         [ConnectRequested(), SdkConnected()],
-        [sc("connecting", "idle"), sc("connected", "connecting"), Emit("connected")],
+        [sc("connecting", "idle"), sc("connected", "connecting"), SessionStarted(), Emit("connected")],
         "connected",
     ),
     (
@@ -65,6 +69,7 @@ CASES: list[tuple[str, list[Input], list[Output], ConnectionStateName]] = [
         [
             sc("connecting", "idle"),
             sc("disconnected", "connecting"),
+            CallEnded(),
             Emit("disconnected", ("auth_rejected",)),
         ],
         "disconnected",
@@ -75,6 +80,7 @@ CASES: list[tuple[str, list[Input], list[Output], ConnectionStateName]] = [
         [
             sc("connecting", "idle"),
             sc("disconnected", "connecting"),
+            CallEnded(),
             Emit("disconnected", ("client_initiated",)),
         ],
         "disconnected",
@@ -82,8 +88,25 @@ CASES: list[tuple[str, list[Input], list[Output], ConnectionStateName]] = [
     ("disconnect when idle is nothing", [DisconnectRequested()], [], "idle"),
     ("sdk events when idle are ignored", [SdkConnected(), SdkReconnecting(0.0)], [], "idle"),
     (
-        "sdk disconnect while connecting is ignored (connect reports it)",
-        [ConnectRequested(), SdkDisconnected("unknown", True, 0.0), RejoinFailed("unknown", True, 0.0)],
+        "sdk disconnect while connecting ends the call with its reason",
+        [ConnectRequested(), SdkDisconnected("duplicate_identity", False, 0.0)],
+        [
+            sc("connecting", "idle"),
+            sc("disconnected", "connecting"),
+            CallEnded(),
+            Emit("disconnected", ("duplicate_identity",)),
+        ],
+        "disconnected",
+    ),
+    (
+        "even a transient one: connect reports it",
+        [ConnectRequested(), SdkDisconnected("unknown", True, 0.0)],
+        [sc("connecting", "idle"), sc("disconnected", "connecting"), CallEnded(), Emit("disconnected", ("unknown",))],
+        "disconnected",
+    ),
+    (
+        "a rejoin failure while connecting is ignored",
+        [ConnectRequested(), RejoinFailed("unknown", True, 0.0)],
         [sc("connecting", "idle")],
         "connecting",
     ),
@@ -96,7 +119,7 @@ CASES: list[tuple[str, list[Input], list[Output], ConnectionStateName]] = [
     (
         "a late connect failure after connected is ignored",
         [ConnectRequested(), SdkConnected(), ConnectFailed("connect_timeout")],
-        [sc("connecting", "idle"), sc("connected", "connecting"), Emit("connected")],
+        [sc("connecting", "idle"), sc("connected", "connecting"), SessionStarted(), Emit("connected")],
         "connected",
     ),
 ]
@@ -113,11 +136,12 @@ def test_sdk_resume_is_attempt_one() -> None:
     machine = connected()
     assert machine.handle(SdkReconnecting(5.0)) == [
         sc("reconnecting", "connected"),
+        EpisodeStarted(),
         Emit("reconnecting", (1,)),
     ]
     assert machine.reconnect_attempt == 1
     assert machine.handle(SdkReconnecting(6.0)) == []
-    assert machine.handle(SdkConnected()) == [sc("connected", "reconnecting"), Emit("reconnected")]
+    assert machine.handle(SdkConnected()) == [sc("connected", "reconnecting"), EpisodeEnded(), Emit("reconnected")]
     assert machine.reconnect_attempt == 0
 
 
@@ -134,7 +158,7 @@ def test_sdk_gives_up_then_rejoins_count_on() -> None:
         ScheduleRejoin(3, 1.0),
     ]
     assert policy.asked == [(1, 30.0, "unknown"), (2, 31.0, "join_failure")]
-    assert machine.handle(SdkConnected()) == [sc("connected", "reconnecting"), Emit("reconnected")]
+    assert machine.handle(SdkConnected()) == [sc("connected", "reconnecting"), EpisodeEnded(), Emit("reconnected")]
     assert (machine.state, machine.reconnect_attempt) == ("connected", 0)
 
 
@@ -143,6 +167,7 @@ def test_transient_end_while_connected_starts_an_episode() -> None:
     machine = connected(policy)
     assert machine.handle(SdkDisconnected("server_shutdown", True, 3.0)) == [
         sc("reconnecting", "connected"),
+        EpisodeStarted(),
         Emit("reconnecting", (1,)),
         ScheduleRejoin(1, 0.0),
     ]
@@ -154,6 +179,7 @@ def test_policy_exhausted_ends_with_network_error() -> None:
     drive(machine, SdkDisconnected("unknown", True, 0.0))
     assert machine.handle(RejoinFailed("join_failure", True, 1.0)) == [
         sc("disconnected", "reconnecting"),
+        CallEnded(),
         Emit("disconnected", ("network_error",)),
     ]
     assert machine.disconnect_reason == "network_error"
@@ -180,6 +206,7 @@ def test_disconnect_during_rejoin_is_client_initiated() -> None:
     drive(machine, SdkDisconnected("unknown", True, 0.0))
     assert machine.handle(DisconnectRequested()) == [
         sc("disconnected", "reconnecting"),
+        CallEnded(),
         Emit("disconnected", ("client_initiated",)),
     ]
 

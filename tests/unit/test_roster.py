@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from rtcstack._machine import Emit
+from rtcstack._machine import Emit, Left
 from rtcstack._models import Participant
 from rtcstack._roster import Roster
 
@@ -30,9 +31,12 @@ def person(
     )
 
 
-def names(events: list[Emit]) -> list[tuple[str, str]]:
+def names(events: Sequence[Emit | Left]) -> list[tuple[str, str]]:
     out = []
     for event in events:
+        if isinstance(event, Left):
+            out.append(("participant_left", event.participant.identity))
+            continue
         (participant,) = event.args
         assert isinstance(participant, Participant)
         out.append((event.name, participant.identity))

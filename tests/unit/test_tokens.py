@@ -27,6 +27,7 @@ from rtcstack._tokens import (
     http_token_refresher,
     join_ask_timeout,
     join_refresh,
+    refresh_delay,
     refresh_due,
     run_refresher,
 )
@@ -232,6 +233,17 @@ def test_join_ask_timeout(expires_in: float, refresh_timeout: float, seconds: fl
 def test_refresh_due_is_margin_before_expiry() -> None:
     assert refresh_due(claims_at(600), 60) == NOW + timedelta(seconds=540)
     assert refresh_due(claims_at(600), 0) == NOW + timedelta(seconds=600)
+
+
+@pytest.mark.parametrize(
+    ("expires_in", "margin", "delay"),
+    [(600, 60, 540), (600, 0, 600), (30, 60, 15), (1, 60, 0.5), (-5, 60, 0)],
+    ids=["outside-the-margin", "no-margin", "shorter-than-the-margin", "about-to-expire", "expired"],
+)
+def test_refresh_delay_is_the_margin_or_half_of_what_is_left(expires_in: float, margin: float, delay: float) -> None:
+    """A token that lives less than the margin is due halfway through what is left, so a refresher that hands out
+    such tokens is not called in a tight loop."""
+    assert refresh_delay(claims_at(expires_in), NOW, margin) == pytest.approx(delay)
 
 
 # -- run_refresher -------------------------------------------------------------------------------------------
