@@ -16,14 +16,14 @@ from livekit.protocol import rtc as pr
 from ._forward import ReceivedTrack, Source
 from ._rooms import Participant, RoomRegistry
 
-__all__ = ["MediaRouter", "Subscriber"]
+__all__ = ["MediaRouter", "Subscriber", "subscriber_of"]
 
 logger = logging.getLogger("rtcstack.testing")
 
 
 @runtime_checkable
 class Subscriber(Protocol):
-    """A participant's media sink (a session)."""
+    """A participant's media sink (a session's downlink)."""
 
     def wants(self, track_sid: str) -> bool:
         """Whether ``track_sid`` is to be sent to it once published (it auto-subscribes, or it asked for it)."""
@@ -33,6 +33,15 @@ class Subscriber(Protocol):
 
     def detach(self, track_sid: str) -> None:
         """Stop sending the track ``track_sid`` to the client (nothing if it was not sent)."""
+
+    def receives(self, track_sids: set[str]) -> bool:
+        """Whether the client is sent one of these tracks."""
+
+
+def subscriber_of(participant: Participant) -> Subscriber | None:
+    """The media sink of ``participant``'s session (its ``downlink``); None for a sink that takes no media."""
+    downlink: object = getattr(participant.sink, "downlink", None)
+    return downlink if isinstance(downlink, Subscriber) else None
 
 
 class MediaRouter:
@@ -103,7 +112,7 @@ class MediaRouter:
             return []
         subscribers: list[Subscriber] = []
         for participant in found.participants.values():
-            sink: object = participant.sink  # a session, or another Sink that takes no media
-            if participant is not exclude and isinstance(sink, Subscriber):
-                subscribers.append(sink)
+            downlink = subscriber_of(participant)
+            if participant is not exclude and downlink is not None:
+                subscribers.append(downlink)
         return subscribers

@@ -9,15 +9,11 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 from livekit.protocol import models as pm
-from livekit.protocol import rtc as pr
 
 import rtcstack.testing
 from rtcstack import _vocab
 from rtcstack.testing._forward import Outlet, ReceiverTap, Source, keyframe_of
 from rtcstack.testing._media import MediaPeer, accept_layers, description_problem, offered_sections, unsupported
-from rtcstack.testing._rooms import Participant, RoomRegistry
-from rtcstack.testing._router import MediaRouter
-from rtcstack.testing._session import Session, SessionConfig
 from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
 from tests.offers import MALFORMED_OFFERS
@@ -143,27 +139,6 @@ async def test_an_outlet_in_a_codec_the_client_offers_no_m_line_for_is_refused()
     assert refused == [h264] and list(sent.values()) == ["TR_v"] and not peer.unsent()
     await peer.close()
     await client.close()
-
-
-async def test_a_track_in_a_codec_aiortc_lacks_is_answered_codec_unsupported() -> None:
-    """Legacy subscriber connection: the subscription ends as LiveKit ends it, with a SubscriptionResponse."""
-    registry = RoomRegistry()
-    bob = Participant(room="demo", info=pm.ParticipantInfo(identity="bob", sid="PA_bob"))
-    config = SessionConfig(
-        ping_interval=5,
-        ping_timeout=15,
-        departure_timeout=5.0,
-        token_refresh_interval=None,
-        mint=lambda session, ttl: "",
-    )
-    session = Session(registry, config, bob, single_pc=False, can_update_metadata=True, router=MediaRouter(registry))
-    sent: list[pr.SignalResponse] = []
-    session.send = sent.append  # type: ignore[method-assign]  # what the client would be sent
-    vp9 = _video_source("TR_v", "video/VP9")
-    session.attach(vp9)
-    refusal = pr.SubscriptionResponse(track_sid="TR_v", err=pm.SE_CODEC_UNSUPPORTED)
-    assert sent == [pr.SignalResponse(subscription_response=refusal)] and vp9.outlets == []
-    await session.aclose()
 
 
 def test_offered_sections_read_mid_direction_track_codecs_and_layers() -> None:
