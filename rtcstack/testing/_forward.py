@@ -28,6 +28,7 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import NackGenerator
 from pydantic import BaseModel, ConfigDict
 
+from .._tasks import Tasks
 from .._vocab import TrackSourceName
 
 __all__ = ["Outlet", "ReceivedTrack", "ReceiverTap", "Source", "keyframe_of"]
@@ -370,7 +371,7 @@ class ReceiverTap:
         self._ssrc: int | None = None
         self._rids: dict[int, str] = {}
         self._handle = receiver._handle_rtp_packet
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = Tasks("receiver tap", logger)
         receiver._RTCRtpReceiver__decoder_queue = _EncodedTap(self._deliver)
         receiver._RTCRtpReceiver__timestamp_mapper = _RawTimestamps()
         if kind == "video":
@@ -405,11 +406,10 @@ class ReceiverTap:
         keyframe on another layer.
         """
         for ssrc in set(self._rids) | ({self._ssrc} if self._ssrc is not None else set()):
-            task = asyncio.ensure_future(self._receiver._send_rtcp_pli(ssrc))
-            self._tasks.add(task)
-            task.add_done_callback(self._sent)
+            self._tasks.spawn(self._send_pli(ssrc), f"PLI for {ssrc}")
 
-    def _sent(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    async def _send_pli(self, ssrc: int) -> None:
+        try:
+            await self._receiver._send_rtcp_pli(ssrc)
+        except Exception as exc:  # the transport closing under it: expected, not an error
             logger.debug("a PLI was not sent: %s: %s", type(exc).__name__, exc)
