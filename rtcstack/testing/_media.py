@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.rtp import RtcpSrPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ._forward import Outlet, ReceiverTap, Source
@@ -176,6 +177,24 @@ def accept_layers(offer: str, answer: str) -> str:
             lines.extend(f"a=rid:{rid} recv" for rid in section.rids)
             lines.append(f"a=simulcast:recv {';'.join(section.rids)}")
     return "\r\n".join("\r\n".join(lines) for lines in parts) + "\r\n"
+
+
+def _no_report_before_media(sender: Any) -> Callable[[list[Any]], Awaitable[None]]:
+    """``sender``'s RTCP, less its sender reports until its first packet.
+
+    aiortc sends sender reports from the start, with an NTP time of 0 until it has sent a packet; media that then
+    starts late (a stalled track, resumed) made the SDK's ``get_rtc_stats()`` panic in its first moments (libwebrtc
+    wrote an invalid number into its stats JSON), aborting the process.
+    """
+    send = sender._send_rtcp
+
+    async def send_rtcp(packets: list[Any]) -> None:
+        if sender._RTCRtpSender__ntp_timestamp == 0:
+            packets = [packet for packet in packets if not isinstance(packet, RtcpSrPacket)]
+        if packets:
+            await send(packets)
+
+    return send_rtcp
 
 
 class MediaPeer:
@@ -365,6 +384,7 @@ class MediaPeer:
         sender.replaceTrack(outlet)
         sender._stream_id = stream_id
         sender._send_keyframe = outlet.request_keyframe
+        sender._send_rtcp = _no_report_before_media(sender)
         transceiver._rtcstack_used = True
 
     async def offer(self) -> str:
