@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 from livekit.protocol import rtc as pr
 
-from ._forward import ReceivedTrack, Source
+from ._forward import ReceivedTrack, Source, StallMode
 from ._rooms import Participant, RoomRegistry
 
 __all__ = ["MediaRouter", "Subscriber", "subscriber_of"]
@@ -51,6 +51,8 @@ class MediaRouter:
         self._registry = registry
         self._sources: dict[str, tuple[Participant, Source]] = {}
         self._subscribed: set[str] = set()
+        self._stalls: dict[tuple[str, str], StallMode] = {}
+        """(identity, source name) -> how its tracks stall, for those published now and later."""
         self.on_frame: Callable[[], None] | None = None
         """Called after each frame any published source receives (the server's waits)."""
 
@@ -62,10 +64,30 @@ class MediaRouter:
         """Register ``source`` and offer it to everyone in the room who auto-subscribes or asked for it."""
         self._sources[source.track_sid] = (publisher, source)
         source.on_frame = self.on_frame
+        stall = self._stalls.get((publisher.identity, source.source))
+        if stall is not None:
+            source.stall(stall)
         logger.debug("%s publishes %r", publisher.identity, source)
         for subscriber in self._subscribers(publisher.room, exclude=publisher):
             if subscriber.wants(source.track_sid):
                 subscriber.attach(source)
+
+    def stall(self, identity: str, sources: Iterable[str], mode: StallMode) -> None:
+        """Stall the tracks of ``identity`` from these sources (by name), now and when published later."""
+        names = set(sources)
+        self._stalls.update(((identity, name), mode) for name in names)
+        for owner, source in self._sources.values():
+            if owner.identity == identity and source.source in names:
+                source.stall(mode)
+
+    def resume(self, identity: str, sources: Iterable[str]) -> None:
+        """Forward the tracks of ``identity`` from these sources again."""
+        names = set(sources)
+        for name in names:
+            self._stalls.pop((identity, name), None)
+        for owner, source in self._sources.values():
+            if owner.identity == identity and source.source in names:
+                source.resume()
 
     def subscribed(self, track_sid: str) -> None:
         """Someone subscribed to ``track_sid``: the first time, its publisher is told (``local_track_subscribed``)."""

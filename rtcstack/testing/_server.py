@@ -23,8 +23,9 @@ from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
 from .._tasks import Tasks
+from .._vocab import TRACK_SOURCES
 from ._cors import enable_cors
-from ._forward import ReceivedTrack, Source
+from ._forward import STALL_MODES, ReceivedTrack, Source
 from ._grants import BaseServer
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
@@ -439,6 +440,34 @@ class LoopbackServer(BaseServer):
             raise LookupError(f"no participant {identity!r} in room {room!r}")
         leave = pr.LeaveRequest(reason=DISCONNECT_REASONS["participant_removed"], action=pr.LeaveRequest.DISCONNECT)
         self.registry.kick(participant, leave)
+
+    async def stall_media(self, identity: str, source: str | None = None, *, mode: str = "no_packets") -> None:
+        """Stop forwarding ``identity``'s ``source`` track (``"microphone"``, ``"camera"``...; None: every track) to
+        everyone, without unpublish or mute: the publisher keeps sending, `received` keeps counting, subscribers get
+        nothing (``mode="no_packets"``). ``mode="no_frames"`` (a ``"camera"`` or ``"screen_share"`` track in VP8)
+        freezes the video instead: packets keep arriving, but each frame is one no decoder accepts. The stall is on
+        the identity and source: a track published later (a republish, a rejoin) is stalled too, until
+        `resume_media`. ``LookupError`` while there is no such participant; ``ValueError`` for a bad source or mode.
+        """
+        names = self._sources_of(identity, source)
+        if mode not in STALL_MODES:
+            raise ValueError(f"mode must be one of {list(STALL_MODES)}, not {mode!r}")
+        if mode == "no_frames" and source not in ("camera", "screen_share"):
+            raise ValueError(
+                f"mode 'no_frames' freezes a video track: source must be 'camera' or 'screen_share', not {source!r}"
+            )
+        self.router.stall(identity, names, "no_frames" if mode == "no_frames" else "no_packets")
+
+    async def resume_media(self, identity: str, source: str | None = None) -> None:
+        """Forward ``identity``'s ``source`` track (None: every track) again after `stall_media`; video subscribers
+        get a keyframe soon (the publisher is asked for one), so their decoders recover. Errors as `stall_media`."""
+        self.router.resume(identity, self._sources_of(identity, source))
+
+    def _sources_of(self, identity: str, source: str | None) -> tuple[str, ...]:
+        if source is not None and source not in TRACK_SOURCES:
+            raise ValueError(f"source must be one of {list(TRACK_SOURCES)} or None (every track), not {source!r}")
+        self.registry.find(identity)
+        return TRACK_SOURCES if source is None else (source,)
 
     def pause_pings(self, identity: str, paused: bool = True) -> None:
         """Stop (or resume) answering ``identity``'s pings: the client times out and resumes."""
