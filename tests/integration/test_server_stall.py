@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 from livekit import rtc
 
+from rtcstack._tasks import Tasks
 from rtcstack.testing import LoopbackServer
 from tests.calls import within
 from tests.integration.test_server_media import camera, subscribed, tone
@@ -88,14 +90,22 @@ async def watching(track: rtc.Track) -> AsyncIterator[None]:
         async for _ in stream:
             pass
 
-    task = asyncio.create_task(drain())
+    tasks = Tasks("test", logging.getLogger(__name__))
+    tasks.spawn(drain(), "drain the video")
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await tasks.close()
         await stream.aclose()
+
+
+@pytest.fixture
+async def pair(connect: Connect) -> tuple[Client, Client]:
+    """alice, and bob, who records his subscriptions."""
+    alice = await connect("alice")
+    bob = await connect("bob")
+    subscribed(bob)
+    return alice, bob
 
 
 async def video_track(bob: Client) -> rtc.Track:
@@ -105,11 +115,9 @@ async def video_track(bob: Client) -> rtc.Track:
 
 
 async def test_a_stalled_source_reaches_no_subscriber_while_the_server_still_receives_it(
-    server: LoopbackServer, connect: Connect
+    server: LoopbackServer, pair: tuple[Client, Client]
 ) -> None:
-    alice = await connect("alice")
-    bob = await connect("bob")
-    subscribed(bob)
+    alice, bob = pair
     async with tone(alice.room), camera(alice.room), watching(await video_track(bob)):
         audio = await beyond(bob.room, "audio")
         video = await beyond(bob.room, "video", frames=0)
@@ -126,10 +134,8 @@ async def test_a_stalled_source_reaches_no_subscriber_while_the_server_still_rec
         await beyond(bob.room, "audio", stalled)
 
 
-async def test_a_stalled_camera_decodes_again_after_resume(server: LoopbackServer, connect: Connect) -> None:
-    alice = await connect("alice")
-    bob = await connect("bob")
-    subscribed(bob)
+async def test_a_stalled_camera_decodes_again_after_resume(server: LoopbackServer, pair: tuple[Client, Client]) -> None:
+    alice, bob = pair
     async with tone(alice.room), camera(alice.room), watching(await video_track(bob)):
         await beyond(bob.room, "video", frames=0)
         audio = await beyond(bob.room, "audio")
@@ -146,11 +152,9 @@ async def test_a_stalled_camera_decodes_again_after_resume(server: LoopbackServe
 
 
 async def test_a_stall_of_every_source_holds_for_a_track_published_after_it(
-    server: LoopbackServer, connect: Connect
+    server: LoopbackServer, pair: tuple[Client, Client]
 ) -> None:
-    alice = await connect("alice")
-    bob = await connect("bob")
-    subscribed(bob)
+    alice, bob = pair
     await server.stall_media("alice")
     async with tone(alice.room):
         await bob.wait_for("track_subscribed")  # announced and subscribed as usual: only its media is held
@@ -160,10 +164,10 @@ async def test_a_stall_of_every_source_holds_for_a_track_published_after_it(
         await beyond(bob.room, "audio")
 
 
-async def test_a_frozen_camera_sends_packets_no_decoder_accepts(server: LoopbackServer, connect: Connect) -> None:
-    alice = await connect("alice")
-    bob = await connect("bob")
-    subscribed(bob)
+async def test_a_frozen_camera_sends_packets_no_decoder_accepts(
+    server: LoopbackServer, pair: tuple[Client, Client]
+) -> None:
+    alice, bob = pair
     async with camera(alice.room), watching(await video_track(bob)):
         flowing = await beyond(bob.room, "video", frames=0)
         await server.stall_media("alice", "camera", mode="no_frames")
