@@ -15,7 +15,7 @@ from livekit import rtc
 from rtcstack._tasks import Tasks
 from rtcstack.testing import LoopbackServer
 from tests.calls import within
-from tests.integration.test_server_media import camera, subscribed, tone
+from tests.integration.test_server_media import LEGACY, camera, subscribed, tone
 
 if TYPE_CHECKING:
     from conftest import Client, Connect
@@ -99,11 +99,11 @@ async def watching(track: rtc.Track) -> AsyncIterator[None]:
         await stream.aclose()
 
 
-@pytest.fixture
-async def pair(connect: Connect) -> tuple[Client, Client]:
-    """alice, and bob, who records his subscriptions."""
-    alice = await connect("alice")
-    bob = await connect("bob")
+@pytest.fixture(params=[None, LEGACY], ids=["single_pc", "legacy"])
+async def pair(connect: Connect, request: pytest.FixtureRequest) -> tuple[Client, Client]:
+    """alice, and bob, who records his subscriptions (with one peer connection each, or two: legacy)."""
+    alice = await connect("alice", options=request.param)
+    bob = await connect("bob", options=request.param)
     subscribed(bob)
     return alice, bob
 
