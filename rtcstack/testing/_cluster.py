@@ -19,11 +19,10 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from livekit import api
 
-from ._grants import Minter
+from ._grants import BaseServer
 from ._livekit import (
     LiveKitServerError,
     NodeConfig,
@@ -46,7 +45,7 @@ _ROOM_NODE_KEY = "room_node_map"
 _REDIS_TIMEOUT = 2.0
 
 
-class LiveKitCluster(Minter):
+class LiveKitCluster(BaseServer):
     """``nodes`` real livekit-server processes sharing a redis-server it starts, behind one front.
 
     ``url`` / ``http_url`` are the front's: each new connection goes to the next live node (round robin), so a
@@ -100,18 +99,12 @@ class LiveKitCluster(Minter):
         self._front: SignalProxy | None = None
         self._turn = itertools.count()
 
-    def __repr__(self) -> str:
-        where = self.url if self._front is not None else "not started"
-        return f"<LiveKitCluster {where} live nodes={self.live_nodes}>"
+    @property
+    def _listening(self) -> bool:
+        return self._front is not None
 
-    async def __aenter__(self) -> LiveKitCluster:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+    def _state(self) -> str:
+        return f"live nodes={self.live_nodes}"
 
     # -- lifetime -----------------------------------------------------------------------------------------------
 

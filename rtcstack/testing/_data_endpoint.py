@@ -1,17 +1,21 @@
-"""One session's side of data tracks (see `_data_tracks` for how LiveKit carries them): its publications and the
-handles of its subscriptions, kept in the room registry's `DataTrackHub`."""
+"""One session's side of data: the packets it publishes (`DataRelay`), and its data tracks (see `_data_tracks` for
+how LiveKit carries them): its publications and the handles of its subscriptions, kept in the room registry's
+`DataTrackHub`."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
+from google.protobuf.message import DecodeError
+from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
-from ._data_tracks import REQUESTS, PublishRefused, check_publish
+from ._data import CHANNEL_KINDS, ReliableSequence, forwarded, stamp
+from ._data_tracks import LABEL, REQUESTS, PublishRefused, check_publish
 from ._rooms import Participant, RoomRegistry
 
-__all__ = ["DataTrackEndpoint"]
+__all__ = ["DataRelay", "DataTrackEndpoint"]
 
 logger = logging.getLogger("rtcstack.testing")
 
@@ -108,3 +112,36 @@ class DataTrackEndpoint:
             if published is not None:
                 handles[handle] = published
         self._send(pr.SignalResponse(data_track_subscriber_handles=pr.DataTrackSubscriberHandles(sub_handles=handles)))
+
+
+class DataRelay:
+    """One session's data channels in: a packet the client publishes is stamped as LiveKit does and passed on to
+    the room (reliable resends dropped by ``sequence``); data-track frames go to its `DataTrackEndpoint`."""
+
+    def __init__(self, participant: Participant, registry: RoomRegistry, tracks: DataTrackEndpoint) -> None:
+        self._participant = participant
+        self._registry = registry
+        self.tracks = tracks
+        self.sequence = ReliableSequence()
+
+    def received(self, label: str, raw: bytes) -> None:
+        """A packet the client published on data channel ``label``."""
+        if label == LABEL:
+            self.tracks.received(raw)
+            return
+        kind = CHANNEL_KINDS.get(label)
+        sender = self._participant.info
+        if kind is None or not sender.permission.can_publish_data:
+            return
+        try:
+            packet = pm.DataPacket.FromString(raw)
+        except DecodeError:
+            logger.info("%s: dropped a data packet that is not a DataPacket", sender.identity)
+            return
+        if not self.sequence.fresh(packet, kind):
+            return
+        stamp(packet, kind, sender)
+        if forwarded(packet, sender):
+            self._registry.send_data(self._participant.room, packet, sender=self._participant)
+        elif packet.WhichOneof("value") == "metrics":
+            self._registry.send_metrics(self._participant.room, packet)

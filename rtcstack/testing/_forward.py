@@ -28,9 +28,10 @@ from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpreceiver import NackGenerator
 from pydantic import BaseModel, ConfigDict
 
+from .._tasks import Tasks
 from .._vocab import TrackSourceName
 
-__all__ = ["Outlet", "ReceivedTrack", "ReceiverTap", "Source", "keyframe_of"]
+__all__ = ["STALL_MODES", "Outlet", "ReceivedTrack", "ReceiverTap", "Source", "StallMode", "keyframe_of", "undecodable"]
 
 logger = logging.getLogger("rtcstack.testing")
 
@@ -44,6 +45,19 @@ _KEYFRAME_RETRY = 0.5
 """Seconds between keyframe requests of an outlet waiting for one."""
 _RID_QUALITY = {"q": 0, "h": 1, "f": 2}
 """LiveKit's simulcast rids and the VideoQuality each carries (LOW, MEDIUM, HIGH)."""
+
+
+StallMode = Literal["no_packets", "no_frames"]
+STALL_MODES: tuple[StallMode, ...] = ("no_packets", "no_frames")
+"""How a stalled source fails its subscribers: nothing forwarded, or (video) packets no decoder accepts."""
+
+_UNDECODABLE_VP8 = bytes([0xF1, 0xFF, 0xFF]) + bytes(13)
+"""A VP8 interframe whose frame tag announces a first partition of 512 KiB in 16 bytes: every decoder refuses it."""
+
+
+def undecodable(mime_type: str) -> bytes | None:
+    """A frame in ``mime_type`` that arrives whole and that no decoder accepts; None for a codec we have none for."""
+    return _UNDECODABLE_VP8 if mime_type.lower() == "video/vp8" else None
 
 
 class ReceivedTrack(BaseModel):
@@ -116,9 +130,10 @@ class Outlet(MediaStreamTrack):
 
     def _release(self) -> None:
         self.held = False
-        self._restart()
+        self.restart()
 
-    def _restart(self) -> None:
+    def restart(self) -> None:
+        """Start again from a keyframe, asked for now (video)."""
         if self.kind == "video" and self.readyState == "live":
             self._need_keyframe = True
             self._asked_at = 0.0
@@ -142,7 +157,7 @@ class Outlet(MediaStreamTrack):
     def set_enabled(self, enabled: bool) -> None:
         """A subscriber that disables a track gets nothing until it enables it again (from a keyframe)."""
         if enabled and not self.enabled:
-            self._restart()
+            self.restart()
         self.enabled = enabled
 
     def put(self, data: bytes, timestamp: int, clock_rate: int, keyframe: bool, layer: str | None) -> None:
@@ -232,6 +247,8 @@ class Source:
         self.keyframe_requester: Callable[[], None] | None = None
         self.on_frame: Callable[[], None] | None = None
         """Called after each frame is delivered (set by the router when the source is published)."""
+        self.stalled: StallMode | None = None
+        """Set by `stall`: frames are still received and counted, but not forwarded as they are."""
 
     def __repr__(self) -> str:
         return f"<Source {self.kind} {self.track_sid} outlets={len(self.outlets)}>"
@@ -256,6 +273,18 @@ class Source:
         below = [rid for level, rid in arrived if level <= quality]
         return below[-1] if below else arrived[0][1]
 
+    def stall(self, mode: StallMode) -> None:
+        """Stop forwarding to the outlets (``no_packets``), or forward video frames no decoder accepts instead of
+        this track's (``no_frames``; a codec with no such frame forwards nothing)."""
+        self.stalled = mode
+
+    def resume(self) -> None:
+        """Forward again; video outlets start from a keyframe, asked for now, so the decoders recover at once."""
+        if self.stalled is not None:
+            self.stalled = None
+            for outlet in self.outlets:
+                outlet.restart()
+
     def request_keyframe(self) -> None:
         if self.kind == "video" and self.keyframe_requester is not None:
             self.keyframe_requester()
@@ -275,6 +304,11 @@ class Source:
         keyframe = keyframe_of(mime_type, data)
         self.frames += 1
         self.keyframes += keyframe
+        if self.stalled is not None:
+            garbage = undecodable(mime_type) if self.stalled == "no_frames" and self.kind == "video" else None
+            if garbage is None:
+                return
+            data, keyframe = garbage, True  # taken by an outlet waiting for a keyframe too: packets always flow
         for outlet in list(self.outlets):
             outlet.put(data, timestamp, clock_rate, keyframe, layer)
         if self.on_frame is not None:
@@ -370,7 +404,7 @@ class ReceiverTap:
         self._ssrc: int | None = None
         self._rids: dict[int, str] = {}
         self._handle = receiver._handle_rtp_packet
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks = Tasks("receiver tap", logger)
         receiver._RTCRtpReceiver__decoder_queue = _EncodedTap(self._deliver)
         receiver._RTCRtpReceiver__timestamp_mapper = _RawTimestamps()
         if kind == "video":
@@ -405,11 +439,10 @@ class ReceiverTap:
         keyframe on another layer.
         """
         for ssrc in set(self._rids) | ({self._ssrc} if self._ssrc is not None else set()):
-            task = asyncio.ensure_future(self._receiver._send_rtcp_pli(ssrc))
-            self._tasks.add(task)
-            task.add_done_callback(self._sent)
+            self._tasks.spawn(self._send_pli(ssrc), f"PLI for {ssrc}")
 
-    def _sent(self, task: asyncio.Future[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    async def _send_pli(self, ssrc: int) -> None:
+        try:
+            await self._receiver._send_rtcp_pli(ssrc)
+        except Exception as exc:  # the transport closing under it: expected, not an error
             logger.debug("a PLI was not sent: %s: %s", type(exc).__name__, exc)

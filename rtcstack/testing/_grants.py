@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import datetime
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from types import TracebackType
+from typing import TypeVar
 
 from livekit import api
+from livekit.protocol import models as pm
 
 from ._tables import PARTICIPANT_KINDS
 
-__all__ = ["Minter", "mint_token"]
+__all__ = ["BaseServer", "Minter", "mint_token"]
+
+_S = TypeVar("_S", bound="BaseServer")
 
 
 def mint_token(
@@ -66,3 +72,65 @@ class Minter:
             metadata=metadata,
             attributes=attributes,
         )
+
+    def _reissue(self, info: pm.ParticipantInfo, room: str, ttl: float) -> str:
+        """A fresh token for a participant in ``room``, with its present name, metadata, attributes, kind and
+        permissions (what a server pushes as ``refresh_token``)."""
+        grants = api.VideoGrants(
+            room_join=True,
+            room=room,
+            can_publish=info.permission.can_publish,
+            can_subscribe=info.permission.can_subscribe,
+            can_publish_data=info.permission.can_publish_data,
+            can_update_own_metadata=info.permission.can_update_metadata,
+        )
+        kind = next((name for name, value in PARTICIPANT_KINDS.items() if value == info.kind), "standard")
+        return mint_token(
+            self.api_key,
+            self.api_secret,
+            info.identity,
+            room,
+            name=info.name,
+            ttl=ttl,
+            kind=kind,
+            metadata=info.metadata,
+            attributes=dict(info.attributes) or None,
+            grants=grants,
+        )
+
+
+class BaseServer(Minter, ABC):
+    """The shape of the three test servers: `token`, ``async with`` (`start` then `close`), and a repr that says
+    where it listens (``url`` once `_listening`) and its state (`_state`), never a secret."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """``ws://host:port``, what ``Room.connect`` takes (only once started)."""
+
+    @property
+    @abstractmethod
+    def _listening(self) -> bool:
+        """Whether `start` has run (and `close` has not)."""
+
+    @abstractmethod
+    def _state(self) -> str:
+        """What the repr shows after the address."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url if self._listening else 'not started'} {self._state()}>"
+
+    async def __aenter__(self: _S) -> _S:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

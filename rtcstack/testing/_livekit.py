@@ -25,14 +25,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 import aiohttp
 from livekit import api
 
 from .._errors import RtcstackError
-from ._grants import Minter
+from ._grants import BaseServer
 from ._proxy import SignalProxy
 
 __all__ = ["LiveKitServer", "LiveKitServerError", "find_binary", "node_ip"]
@@ -309,7 +308,7 @@ async def start_node(
     return await start_on_free_ports(make)
 
 
-class LiveKitServer(Minter):
+class LiveKitServer(BaseServer):
     """A real livekit-server on free local ports, behind a signal proxy that injects faults.
 
     ``url`` / ``http_url`` are the proxy's (every connection passes through it). The server advertises the first
@@ -345,18 +344,12 @@ class LiveKitServer(Minter):
         self._proxy: SignalProxy | None = None
         self._config: NodeConfig | None = None
 
-    def __repr__(self) -> str:
-        where = self.url if self._proxy is not None else "not started"
-        return f"<LiveKitServer {where} running={self.running}>"
+    @property
+    def _listening(self) -> bool:
+        return self._proxy is not None
 
-    async def __aenter__(self) -> LiveKitServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+    def _state(self) -> str:
+        return f"running={self.running}"
 
     # -- lifetime -----------------------------------------------------------------------------------------------
 

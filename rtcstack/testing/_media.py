@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
+from aiortc.rtp import RtcpSrPacket
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from ._forward import Outlet, ReceiverTap, Source
@@ -44,8 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("rtcstack.testing")
 
-_UFRAG = re.compile(r"^a=ice-ufrag:(\S+)", re.MULTILINE)
-_PWD = re.compile(r"^a=ice-pwd:(\S+)", re.MULTILINE)
 _RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 _FORWARDED = {"audio/opus", "audio/pcmu", "audio/pcma", "video/vp8", "video/h264"}
 """Codecs aiortc can receive and send (its own list, less G.722 which nobody offers)."""
@@ -113,40 +111,38 @@ class OfferedSection:
 
 
 def _sections(sdp: str) -> list[list[str]]:
-    return [part.split("\n") for part in re.split(r"\r?\n(?=m=)", sdp.replace("\r\n", "\n").strip())]
+    """The lines of the session part, then of each m-section (for what aiortc's parser leaves out: rid, simulcast)."""
+    parts: list[list[str]] = [[]]
+    for line in sdp.replace("\r\n", "\n").strip().split("\n"):
+        if line.startswith("m="):
+            parts.append([])
+        parts[-1].append(line)
+    return parts
+
+
+def _simulcast_rids(lines: list[str]) -> tuple[str, ...]:
+    """The layers an m-section sends (``a=simulcast:send f;h;q``, paused ones ``~f`` too), in order."""
+    simulcast = next((line.split()[1] for line in lines if line.startswith("a=simulcast:send ")), "")
+    return tuple(rid.split(",")[0].lstrip("~") for rid in simulcast.split(";") if rid)
 
 
 def offered_sections(sdp: str) -> list[OfferedSection]:
-    """The audio and video m-sections of an SDP, in order."""
+    """The audio and video m-sections of an SDP, in order (read by aiortc's parser, the layers by a scan)."""
+    description = SessionDescription.parse(sdp)
     found = []
-    for lines in _sections(sdp)[1:]:
-        kind = lines[0][2:].split(" ", 1)[0]
-        if kind not in ("audio", "video"):
+    for media, lines in zip(description.media, _sections(sdp)[1:], strict=True):
+        if media.kind not in ("audio", "video"):
             continue
-        attrs = [line[2:] for line in lines if line.startswith("a=")]
-        mid = next((a[4:] for a in attrs if a.startswith("mid:")), "")
-        direction = next((a for a in attrs if a in ("sendrecv", "sendonly", "recvonly", "inactive")), "sendrecv")
-        msid = next((a[5:].split() for a in attrs if a.startswith("msid:")), [])
-        codecs = tuple(f"{kind}/{a.split(' ', 1)[1].split('/')[0]}" for a in attrs if a.startswith("rtpmap:"))
-        simulcast = next((a.split()[1] for a in attrs if a.startswith("simulcast:send")), "")
-        rids = tuple(r.split(",")[0].lstrip("~") for r in simulcast.split(";") if r)
-        rid_ext = next(
-            (
-                int(a[7:].split()[0].split("/")[0])
-                for a in attrs
-                if a.startswith("extmap:") and a.endswith(" " + _RID_URI)
-            ),
-            None,
-        )
+        msid = (media.msid or "").split()
         found.append(
             OfferedSection(
-                mid=mid,
-                kind=kind,
-                direction=direction,
+                mid=media.rtp.muxId,
+                kind=media.kind,
+                direction=media.direction or "sendrecv",
                 track_id=msid[1] if len(msid) > 1 else "",
-                codecs=codecs,
-                rids=rids,
-                rid_extension=rid_ext,
+                codecs=tuple(codec.mimeType for codec in media.rtp.codecs),
+                rids=_simulcast_rids(lines),
+                rid_extension=next((e.id for e in media.rtp.headerExtensions if e.uri == _RID_URI), None),
             )
         )
     return found
@@ -181,6 +177,24 @@ def accept_layers(offer: str, answer: str) -> str:
             lines.extend(f"a=rid:{rid} recv" for rid in section.rids)
             lines.append(f"a=simulcast:recv {';'.join(section.rids)}")
     return "\r\n".join("\r\n".join(lines) for lines in parts) + "\r\n"
+
+
+def _no_report_before_media(sender: Any) -> Callable[[list[Any]], Awaitable[None]]:
+    """``sender``'s RTCP, less its sender reports until its first packet.
+
+    aiortc sends sender reports from the start, with an NTP time of 0 until it has sent a packet; media that then
+    starts late (a stalled track, resumed) made the SDK's ``get_rtc_stats()`` panic in its first moments (libwebrtc
+    wrote an invalid number into its stats JSON), aborting the process.
+    """
+    send = sender._send_rtcp
+
+    async def send_rtcp(packets: list[Any]) -> None:
+        if sender._RTCRtpSender__ntp_timestamp == 0:
+            packets = [packet for packet in packets if not isinstance(packet, RtcpSrPacket)]
+        if packets:
+            await send(packets)
+
+    return send_rtcp
 
 
 class MediaPeer:
@@ -370,6 +384,7 @@ class MediaPeer:
         sender.replaceTrack(outlet)
         sender._stream_id = stream_id
         sender._send_keyframe = outlet.request_keyframe
+        sender._send_rtcp = _no_report_before_media(sender)
         transceiver._rtcstack_used = True
 
     async def offer(self) -> str:
@@ -451,14 +466,14 @@ class MediaPeer:
         return found
 
     def _adopt_remote_ice(self, sdp: str) -> None:
-        ufrag, pwd = _UFRAG.search(sdp), _PWD.search(sdp)
-        if ufrag is None or pwd is None:
+        ice = next((m.ice for m in SessionDescription.parse(sdp).media if m.ice is not None), None)
+        if ice is None or not ice.usernameFragment or not ice.password:
             return
         for connection in self._ice_connections():
-            if connection.remote_username not in (None, ufrag.group(1)):
+            if connection.remote_username not in (None, ice.usernameFragment):
                 logger.debug("%s: ICE restart, adopting the new remote credentials", self.label)
-                connection.remote_username = ufrag.group(1)
-                connection.remote_password = pwd.group(1)
+                connection.remote_username = ice.usernameFragment
+                connection.remote_password = ice.password
 
     def _ice_connections(self) -> list[Any]:
         transports = [t.receiver.transport for t in self._pc.getTransceivers()]

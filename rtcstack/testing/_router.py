@@ -13,17 +13,17 @@ from typing import Protocol, runtime_checkable
 
 from livekit.protocol import rtc as pr
 
-from ._forward import ReceivedTrack, Source
+from ._forward import ReceivedTrack, Source, StallMode
 from ._rooms import Participant, RoomRegistry
 
-__all__ = ["MediaRouter", "Subscriber"]
+__all__ = ["MediaRouter", "Subscriber", "subscriber_of"]
 
 logger = logging.getLogger("rtcstack.testing")
 
 
 @runtime_checkable
 class Subscriber(Protocol):
-    """A participant's media sink (a session)."""
+    """A participant's media sink (a session's downlink)."""
 
     def wants(self, track_sid: str) -> bool:
         """Whether ``track_sid`` is to be sent to it once published (it auto-subscribes, or it asked for it)."""
@@ -34,6 +34,15 @@ class Subscriber(Protocol):
     def detach(self, track_sid: str) -> None:
         """Stop sending the track ``track_sid`` to the client (nothing if it was not sent)."""
 
+    def receives(self, track_sids: set[str]) -> bool:
+        """Whether the client is sent one of these tracks."""
+
+
+def subscriber_of(participant: Participant) -> Subscriber | None:
+    """The media sink of ``participant``'s session (its ``downlink``); None for a sink that takes no media."""
+    downlink: object = getattr(participant.sink, "downlink", None)
+    return downlink if isinstance(downlink, Subscriber) else None
+
 
 class MediaRouter:
     """All published sources of one server, by track sid, with their publishers."""
@@ -42,6 +51,8 @@ class MediaRouter:
         self._registry = registry
         self._sources: dict[str, tuple[Participant, Source]] = {}
         self._subscribed: set[str] = set()
+        self._stalls: dict[tuple[str, str], StallMode] = {}
+        """(identity, source name) -> how its tracks stall, for those published now and later."""
         self.on_frame: Callable[[], None] | None = None
         """Called after each frame any published source receives (the server's waits)."""
 
@@ -53,10 +64,30 @@ class MediaRouter:
         """Register ``source`` and offer it to everyone in the room who auto-subscribes or asked for it."""
         self._sources[source.track_sid] = (publisher, source)
         source.on_frame = self.on_frame
+        stall = self._stalls.get((publisher.identity, source.source))
+        if stall is not None:
+            source.stall(stall)
         logger.debug("%s publishes %r", publisher.identity, source)
         for subscriber in self._subscribers(publisher.room, exclude=publisher):
             if subscriber.wants(source.track_sid):
                 subscriber.attach(source)
+
+    def stall(self, identity: str, sources: Iterable[str], mode: StallMode) -> None:
+        """Stall the tracks of ``identity`` from these sources (by name), now and when published later."""
+        names = set(sources)
+        self._stalls.update(((identity, name), mode) for name in names)
+        for owner, source in self._sources.values():
+            if owner.identity == identity and source.source in names:
+                source.stall(mode)
+
+    def resume(self, identity: str, sources: Iterable[str]) -> None:
+        """Forward the tracks of ``identity`` from these sources again."""
+        names = set(sources)
+        for name in names:
+            self._stalls.pop((identity, name), None)
+        for owner, source in self._sources.values():
+            if owner.identity == identity and source.source in names:
+                source.resume()
 
     def subscribed(self, track_sid: str) -> None:
         """Someone subscribed to ``track_sid``: the first time, its publisher is told (``local_track_subscribed``)."""
@@ -103,7 +134,7 @@ class MediaRouter:
             return []
         subscribers: list[Subscriber] = []
         for participant in found.participants.values():
-            sink: object = participant.sink  # a session, or another Sink that takes no media
-            if participant is not exclude and isinstance(sink, Subscriber):
-                subscribers.append(sink)
+            downlink = subscriber_of(participant)
+            if participant is not exclude and downlink is not None:
+                subscribers.append(downlink)
         return subscribers

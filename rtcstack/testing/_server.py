@@ -12,10 +12,8 @@ import datetime
 import logging
 import secrets
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any
 
 import jwt
 from aiohttp import web
@@ -24,9 +22,11 @@ from livekit.api.access_token import Claims
 from livekit.protocol import models as pm
 from livekit.protocol import rtc as pr
 
+from .._tasks import Tasks
+from .._vocab import TRACK_SOURCES
 from ._cors import enable_cors
-from ._forward import ReceivedTrack, Source
-from ._grants import Minter, mint_token
+from ._forward import STALL_MODES, ReceivedTrack, Source
+from ._grants import BaseServer
 from ._rooms import Participant, RoomRegistry, new_sid
 from ._router import MediaRouter
 from ._session import Session, SessionConfig
@@ -50,7 +50,7 @@ class _Refusal:
     identity: str | None
 
 
-class LoopbackServer(Minter):
+class LoopbackServer(BaseServer):
     """A LiveKit-protocol server that the real ``livekit.rtc.Room`` connects to, with fault injection.
 
     Use as ``async with LoopbackServer() as server`` or with `start` / `close`. Tokens are checked like the real
@@ -99,7 +99,7 @@ class LoopbackServer(Minter):
             ping_timeout=ping_timeout,
             departure_timeout=departure_timeout,
             token_refresh_interval=token_refresh_interval if token_refresh else None,
-            mint=self._mint_for,
+            mint=lambda session, ttl: self._reissue(session.participant.info, session.participant.room, ttl),
         )
         self._verifier = api.TokenVerifier(api_key, self.api_secret, leeway=datetime.timedelta(seconds=token_leeway))
         self._runner: web.AppRunner | None = None
@@ -107,22 +107,14 @@ class LoopbackServer(Minter):
         self._handlers: set[asyncio.Task[object]] = set()
         self._refusal: _Refusal | None = None
         self._rejected: set[str] = set()
-        self._players: set[asyncio.Task[None]] = set()
+        self._players = Tasks("synthetic media", logger)
 
-    def __repr__(self) -> str:
-        where = self.url if self._runner is not None else "not started"
-        return f"<LoopbackServer {where} rooms={len(self.registry.rooms())}>"
+    @property
+    def _listening(self) -> bool:
+        return self._runner is not None
 
-    # -- lifetime -----------------------------------------------------------------------------------------------
-
-    async def __aenter__(self) -> LoopbackServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
+    def _state(self) -> str:
+        return f"rooms={len(self.registry.rooms())}"
 
     def build_app(self) -> web.Application:
         """The aiohttp application with the signal and Twirp routes, CORS on all; add more routes before `start`."""
@@ -151,9 +143,7 @@ class LoopbackServer(Minter):
     async def close(self) -> None:
         """Tell every client the server is shutting down, close every socket and peer connection, stop."""
         leave = pr.LeaveRequest(reason=pm.SERVER_SHUTDOWN, action=pr.LeaveRequest.DISCONNECT)
-        for player in self._players:
-            player.cancel()
-        await asyncio.gather(*self._players, return_exceptions=True)
+        await self._players.close()
         await asyncio.gather(*(s.aclose(leave) for s in list(self._sessions)), return_exceptions=True)  # logged
         self._sessions.clear()
         for name in [room.name for room in self.registry.rooms()]:
@@ -180,29 +170,6 @@ class LoopbackServer(Minter):
         return f"{host}:{self._port}"
 
     # -- tokens -------------------------------------------------------------------------------------------------
-
-    def _mint_for(self, session: Session, ttl: float) -> str:
-        info = session.participant.info
-        grants = api.VideoGrants(
-            room_join=True,
-            room=session.participant.room,
-            can_publish=info.permission.can_publish,
-            can_subscribe=info.permission.can_subscribe,
-            can_publish_data=info.permission.can_publish_data,
-            can_update_own_metadata=info.permission.can_update_metadata,
-        )
-        return mint_token(
-            self.api_key,
-            self.api_secret,
-            info.identity,
-            session.participant.room,
-            name=info.name,
-            ttl=ttl,
-            kind=_kind_name(info.kind),
-            metadata=info.metadata,
-            attributes=dict(info.attributes) or None,
-            grants=grants,
-        )
 
     def _verify(self, token: str | None) -> Claims | None:
         if not token:
@@ -444,9 +411,10 @@ class LoopbackServer(Minter):
         participant = Participant(room=room, info=info)
         self.registry.join(participant)
         if samples is not None:
-            self._synthesize(participant, "audio", play_audio(self._synthetic_source(participant, "audio"), samples))
+            player = play_audio(self._synthetic_source(participant, "audio"), samples)
+            self._players.spawn(player, f"audio of {participant.identity}")
         if video is not None:
-            self._synthesize(participant, "video", play_video(self._synthetic_source(participant, "video")))
+            self._players.spawn(play_video(self._synthetic_source(participant, "video")), f"video of {identity}")
 
     def _synthetic_source(self, participant: Participant, kind: str) -> Source:
         audio = kind == "audio"
@@ -465,16 +433,6 @@ class LoopbackServer(Minter):
         self.router.publish(participant, source)
         return source
 
-    def _synthesize(self, participant: Participant, kind: str, player: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(player, name=f"synthetic {kind} of {participant.identity}")
-        self._players.add(task)
-        task.add_done_callback(self._player_done)
-
-    def _player_done(self, task: asyncio.Task[None]) -> None:
-        self._players.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.error("%s ended: %s: %s", task.get_name(), type(exc).__name__, exc)
-
     async def remove_participant(self, room: str, identity: str) -> None:
         """Remove a participant (synthetic or not); a real one gets leave(participant_removed)."""
         participant = self.registry.participant(room, identity)
@@ -482,6 +440,34 @@ class LoopbackServer(Minter):
             raise LookupError(f"no participant {identity!r} in room {room!r}")
         leave = pr.LeaveRequest(reason=DISCONNECT_REASONS["participant_removed"], action=pr.LeaveRequest.DISCONNECT)
         self.registry.kick(participant, leave)
+
+    async def stall_media(self, identity: str, source: str | None = None, *, mode: str = "no_packets") -> None:
+        """Stop forwarding ``identity``'s ``source`` track (``"microphone"``, ``"camera"``...; None: every track) to
+        everyone, without unpublish or mute: the publisher keeps sending, `received` keeps counting, subscribers get
+        nothing (``mode="no_packets"``). ``mode="no_frames"`` (a ``"camera"`` or ``"screen_share"`` track in VP8)
+        freezes the video instead: packets keep arriving, but each frame is one no decoder accepts. The stall is on
+        the identity and source: a track published later (a republish, a rejoin) is stalled too, until
+        `resume_media`. ``LookupError`` while there is no such participant; ``ValueError`` for a bad source or mode.
+        """
+        names = self._sources_of(identity, source)
+        if mode not in STALL_MODES:
+            raise ValueError(f"mode must be one of {list(STALL_MODES)}, not {mode!r}")
+        if mode == "no_frames" and source not in ("camera", "screen_share"):
+            raise ValueError(
+                f"mode 'no_frames' freezes a video track: source must be 'camera' or 'screen_share', not {source!r}"
+            )
+        self.router.stall(identity, names, "no_frames" if mode == "no_frames" else "no_packets")
+
+    async def resume_media(self, identity: str, source: str | None = None) -> None:
+        """Forward ``identity``'s ``source`` track (None: every track) again after `stall_media`; video subscribers
+        get a keyframe soon (the publisher is asked for one), so their decoders recover. Errors as `stall_media`."""
+        self.router.resume(identity, self._sources_of(identity, source))
+
+    def _sources_of(self, identity: str, source: str | None) -> tuple[str, ...]:
+        if source is not None and source not in TRACK_SOURCES:
+            raise ValueError(f"source must be one of {list(TRACK_SOURCES)} or None (every track), not {source!r}")
+        self.registry.find(identity)
+        return TRACK_SOURCES if source is None else (source,)
 
     def pause_pings(self, identity: str, paused: bool = True) -> None:
         """Stop (or resume) answering ``identity``'s pings: the client times out and resumes."""
@@ -578,10 +564,3 @@ class LoopbackServer(Minter):
         if not isinstance(participant.sink, Session):
             raise LookupError(f"participant {identity!r} has no client session")
         return participant.sink
-
-
-def _kind_name(kind: pm.ParticipantInfo.Kind) -> str:
-    for name, value in PARTICIPANT_KINDS.items():
-        if value == kind:
-            return name
-    return "standard"

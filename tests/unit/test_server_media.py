@@ -9,15 +9,13 @@ import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError
 from livekit.protocol import models as pm
-from livekit.protocol import rtc as pr
 
 import rtcstack.testing
 from rtcstack import _vocab
-from rtcstack.testing._forward import Outlet, ReceiverTap, Source, keyframe_of
+from rtcstack.testing._forward import Outlet, ReceiverTap, Source, keyframe_of, undecodable
 from rtcstack.testing._media import MediaPeer, accept_layers, description_problem, offered_sections, unsupported
 from rtcstack.testing._rooms import Participant, RoomRegistry
 from rtcstack.testing._router import MediaRouter
-from rtcstack.testing._session import Session, SessionConfig
 from rtcstack.testing._synthetic import pattern
 from rtcstack.testing._tables import TRACK_SOURCE_NAMES
 from tests.offers import MALFORMED_OFFERS
@@ -143,27 +141,6 @@ async def test_an_outlet_in_a_codec_the_client_offers_no_m_line_for_is_refused()
     assert refused == [h264] and list(sent.values()) == ["TR_v"] and not peer.unsent()
     await peer.close()
     await client.close()
-
-
-async def test_a_track_in_a_codec_aiortc_lacks_is_answered_codec_unsupported() -> None:
-    """Legacy subscriber connection: the subscription ends as LiveKit ends it, with a SubscriptionResponse."""
-    registry = RoomRegistry()
-    bob = Participant(room="demo", info=pm.ParticipantInfo(identity="bob", sid="PA_bob"))
-    config = SessionConfig(
-        ping_interval=5,
-        ping_timeout=15,
-        departure_timeout=5.0,
-        token_refresh_interval=None,
-        mint=lambda session, ttl: "",
-    )
-    session = Session(registry, config, bob, single_pc=False, can_update_metadata=True, router=MediaRouter(registry))
-    sent: list[pr.SignalResponse] = []
-    session.send = sent.append  # type: ignore[method-assign]  # what the client would be sent
-    vp9 = _video_source("TR_v", "video/VP9")
-    session.attach(vp9)
-    refusal = pr.SubscriptionResponse(track_sid="TR_v", err=pm.SE_CODEC_UNSUPPORTED)
-    assert sent == [pr.SignalResponse(subscription_response=refusal)] and vp9.outlets == []
-    await session.aclose()
 
 
 def test_offered_sections_read_mid_direction_track_codecs_and_layers() -> None:
@@ -374,3 +351,60 @@ def test_every_track_source_has_a_name() -> None:
 def test_testing_exports() -> None:
     assert rtcstack.testing.__all__ == sorted(rtcstack.testing.__all__)
     assert rtcstack.testing.ReceivedTrack.__name__ == "ReceivedTrack"
+
+
+async def test_a_stalled_source_counts_what_arrives_and_forwards_nothing_until_resumed() -> None:
+    source, asked = _source()
+    outlet = source.outlet("bob")
+    source.deliver("video/VP8", 90000, KEY, 1000)
+    source.stall("no_packets")
+    source.deliver("video/VP8", 90000, DELTA, 4000)
+    asked.clear()
+    source.resume()
+    assert asked == ["pli"]  # the publisher is asked for a keyframe at once
+    source.deliver("video/VP8", 90000, DELTA, 7000)  # a delta after the gap: not decodable, not sent
+    source.deliver("video/VP8", 90000, KEY, 10000)
+    assert [bytes(await outlet.recv()), bytes(await outlet.recv())] == [KEY, KEY]
+    assert (source.frames, source.keyframes) == (4, 2)
+
+
+async def test_a_frozen_source_forwards_frames_no_decoder_accepts() -> None:
+    source, _ = _source()
+    outlet = source.outlet("bob")  # waiting for a keyframe: it takes the frozen frames all the same
+    source.stall("no_frames")
+    source.deliver("video/VP8", 90000, KEY, 1000)
+    source.deliver("video/VP8", 90000, DELTA, 4000)
+    frozen = [bytes(await outlet.recv()), bytes(await outlet.recv())]
+    assert frozen == [undecodable("video/VP8")] * 2 and (source.frames, source.keyframes) == (2, 1)
+    h264, _ = _source()
+    h264_outlet = h264.outlet("bob")
+    h264.stall("no_frames")
+    h264.deliver("video/H264", 90000, b"\x00\x00\x00\x01\x41", 1000)  # no undecodable H.264 frame: not sent
+    h264.resume()
+    h264.deliver("video/H264", 90000, b"\x00\x00\x00\x01\x65", 4000)
+    assert bytes(await h264_outlet.recv()) == b"\x00\x00\x00\x01\x65"  # the first it sends
+
+
+def test_the_undecodable_vp8_frame_announces_more_than_it_holds() -> None:
+    frame = undecodable("video/VP8")
+    assert frame is not None and undecodable("video/H264") is None
+    tag = int.from_bytes(frame[:3], "little")
+    assert tag & 1 == 1 and not keyframe_of("video/VP8", frame)  # an interframe...
+    assert tag >> 5 > len(frame)  # ...whose first partition is longer than the frame
+
+
+def test_a_stall_holds_for_tracks_published_later_until_resumed() -> None:
+    registry = RoomRegistry(0)
+    alice = Participant(room="demo", info=pm.ParticipantInfo(identity="alice", sid="PA_alice"))
+    registry.join(alice)
+    router = MediaRouter(registry)
+    router.stall("alice", ["camera", "microphone"], "no_packets")
+    camera, mic = Source("TR_c", "PA_alice", "video", "camera"), Source("TR_m", "PA_alice", "audio", "microphone")
+    screen = Source("TR_s", "PA_alice", "video", "screen_share")
+    for source in (camera, mic, screen):
+        router.publish(alice, source)
+    assert (camera.stalled, mic.stalled, screen.stalled) == ("no_packets", "no_packets", None)
+    router.resume("alice", ["camera"])
+    later = Source("TR_c2", "PA_alice", "video", "camera")
+    router.publish(alice, later)
+    assert (camera.stalled, later.stalled, mic.stalled) == (None, None, "no_packets")
