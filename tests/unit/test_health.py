@@ -1,0 +1,420 @@
+"""Media health: the pure watch driven by tables of steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pytest
+
+from rtcstack._health import (
+    Counters,
+    HealthOutput,
+    MediaRestored,
+    MediaWatch,
+    TrackResumed,
+    TrackStalled,
+)
+from rtcstack._vocab import MediaHealthName, StallReason
+
+TIMEOUT = 2.0
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The steps of a table: each acts on the watch; the outputs of all steps are collected as (now, output).
+
+
+@dataclass(frozen=True)
+class W:
+    """watch(sid, identity, video=, now=)"""
+
+    sid: str
+    now: float
+    video: bool = False
+    identity: str = "bob"
+
+
+@dataclass(frozen=True)
+class S:
+    """sample(counters, now): an int is an audio track's packets, a pair a video track's (packets, frames)."""
+
+    now: float
+    counters: Mapping[str, int | tuple[int, int | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Start:
+    now: float
+
+
+@dataclass(frozen=True)
+class End:
+    now: float
+
+
+@dataclass(frozen=True)
+class U:
+    sid: str
+
+
+@dataclass(frozen=True)
+class Leave:
+    identity: str
+
+
+@dataclass(frozen=True)
+class R:
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Clear:
+    pass
+
+
+@dataclass(frozen=True)
+class M:
+    """Assert media(sid) at this point."""
+
+    sid: str
+    media: MediaHealthName
+
+
+Step = W | S | Start | End | U | Leave | R | Clear | M
+
+
+def stalled(sid: str, reason: StallReason = "no_packets", identity: str = "bob") -> TrackStalled:
+    return TrackStalled(identity, sid, reason)
+
+
+def resumed(sid: str, stalled_for: float, identity: str = "bob") -> TrackResumed:
+    return TrackResumed(identity, sid, stalled_for)
+
+
+def counters(raw: Mapping[str, int | tuple[int, int | None]]) -> dict[str, Counters]:
+    return {sid: Counters(v, None) if isinstance(v, int) else Counters(*v) for sid, v in raw.items()}
+
+
+def seq(*parts: list[Step]) -> list[Step]:
+    """The steps of ``parts``, one after the other (a table row's steps on several lines)."""
+    return [step for part in parts for step in part]
+
+
+def run(steps: list[Step], timeout: float = TIMEOUT) -> list[tuple[float, HealthOutput]]:
+    watch = MediaWatch(timeout)
+    out: list[tuple[float, HealthOutput]] = []
+    for step in steps:
+        if isinstance(step, W):
+            watch.watch(step.sid, step.identity, video=step.video, now=step.now)
+        elif isinstance(step, S):
+            out += [(step.now, o) for o in watch.sample(counters(step.counters), step.now)]
+        elif isinstance(step, Start):
+            watch.episode_started(step.now)
+        elif isinstance(step, End):
+            out += [(step.now, o) for o in watch.episode_ended(step.now)]
+        elif isinstance(step, U):
+            watch.unwatch(step.sid)
+        elif isinstance(step, Leave):
+            watch.unwatch_participant(step.identity)
+        elif isinstance(step, R):
+            watch.rename(step.old, step.new)
+        elif isinstance(step, Clear):
+            watch.clear()
+        else:
+            assert watch.media(step.sid) == step.media, f"media({step.sid!r}) before step {steps.index(step)}"
+    return out
+
+
+# a flows from 0 to 1 (last advance at 1)
+FLOWED: list[Step] = [W("a", 0), S(0, {"a": 1}), S(1, {"a": 2})]
+
+CASES: dict[str, tuple[list[Step], list[tuple[float, HealthOutput]]]] = {
+    # flow and stall
+    "advancing packets flow": (
+        [
+            W("a", 0),
+            M("a", "unknown"),
+            S(0, {"a": 1}),
+            M("a", "unknown"),
+            S(1, {"a": 2}),
+            M("a", "flowing"),
+            S(2.5, {"a": 3}),
+            S(4, {"a": 4}),
+            S(5.5, {"a": 5}),
+            M("a", "flowing"),
+        ],
+        [],
+    ),
+    "stalls stall_timeout after its last flow, once": (
+        [*FLOWED, S(2, {"a": 2}), S(2.9, {"a": 2}), S(3, {"a": 2}), M("a", "stalled"), S(4, {"a": 2}), S(9, {})],
+        [(3, stalled("a"))],
+    ),
+    "a track that never flows stalls stall_timeout after it was watched": (
+        [W("a", 0.5), S(1, {"a": 7}), S(2, {"a": 7}), S(2.4, {"a": 7}), S(2.5, {"a": 7})],
+        [(2.5, stalled("a"))],
+    ),
+    "a track missing from every sample stalls (no inbound-rtp before the first packet)": (
+        [W("a", 0), S(1), S(1.9), S(2), S(3)],
+        [(2, stalled("a"))],
+    ),
+    "missing from a sample is not an advance, and the next one counts from the last counters": (
+        [*FLOWED, S(2), S(2.5, {"a": 3}), S(4), S(4.4, {"a": 3}), S(4.5)],
+        [(4.5, stalled("a"))],
+    ),
+    "resumes when it flows again; stalled_for runs from its last flow": (
+        [*FLOWED, S(3, {"a": 2}), S(4, {"a": 2}), S(5, {"a": 3}), M("a", "flowing")],
+        [(3, stalled("a")), (5, resumed("a", 4.0))],
+    ),
+    "stalls again after resuming": (
+        [*FLOWED, S(3, {"a": 2}), S(5, {"a": 3}), S(6.9, {"a": 3}), S(7, {"a": 3}), S(8, {"a": 4})],
+        [(3, stalled("a")), (5, resumed("a", 4.0)), (7, stalled("a")), (8, resumed("a", 3.0))],
+    ),
+    "a never-flowing track resumes from when it was watched": (
+        [W("a", 0), S(0, {"a": 1}), S(2, {"a": 1}), S(3, {"a": 2})],
+        [(2, stalled("a")), (3, resumed("a", 3.0))],
+    ),
+    "video flows when packets and frames advance": (
+        [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (2, 2)}), S(2.5, {"v": (3, 3)}), M("v", "flowing")],
+        [],
+    ),
+    "video packets without frames: no_frames": (
+        [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (5, 1)}), S(2, {"v": (9, 1)}), M("v", "stalled")],
+        [(2, stalled("v", "no_frames"))],
+    ),
+    "video with neither: no_packets": (
+        [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (1, 1)}), S(2, {"v": (1, 1)})],
+        [(2, stalled("v", "no_packets"))],
+    ),
+    "video frames without packets do not flow": (
+        [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (1, 2)}), S(2, {"v": (1, 3)})],
+        [(2, stalled("v", "no_packets"))],
+    ),
+    "no_frames counts packets since the last flow only": (
+        [
+            W("v", 0, video=True),
+            S(0, {"v": (1, 1)}),
+            S(1, {"v": (2, 1)}),
+            S(2, {"v": (3, 2)}),
+            S(3, {"v": (3, 2)}),
+            S(4, {"v": (3, 2)}),
+        ],
+        [(4, stalled("v", "no_packets"))],
+    ),
+    "video no_frames resumes when frames come": (
+        [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(2, {"v": (5, 1)}), S(3, {"v": (6, 2)})],
+        [(2, stalled("v", "no_frames")), (3, resumed("v", 3.0))],
+    ),
+    "video counters without frames are judged by packets": (
+        [W("v", 0, video=True), S(0, {"v": (1, None)}), S(1, {"v": (2, None)}), S(2.9, {"v": (2, None)})],
+        [],
+    ),
+    "counters that go down are a new baseline, not an advance": (
+        [W("a", 0), S(0, {"a": 100}), S(1, {"a": 5}), S(2, {"a": 5})],
+        [(2, stalled("a"))],
+    ),
+    "after a reset, an advance from the new baseline flows": (
+        [W("a", 0), S(0, {"a": 100}), S(1, {"a": 5}), S(1.5, {"a": 6}), S(3, {"a": 6}), S(3.5, {"a": 6})],
+        [(3.5, stalled("a"))],
+    ),
+    "video frames that go down are a new baseline": (
+        [W("v", 0, video=True), S(0, {"v": (100, 100)}), S(1, {"v": (101, 5)}), S(2, {"v": (101, 5)})],
+        [(2, stalled("v", "no_packets"))],
+    ),
+    "outputs carry the identity given to watch": (
+        [W("a", 0, identity="carol"), S(2)],
+        [(2, stalled("a", identity="carol"))],
+    ),
+    # exclusions
+    "mute, unpublish, unsubscribe (unwatch) are not stalls": (
+        [*FLOWED, U("a"), M("a", "unknown"), S(5), S(10, {"a": 2})],
+        [],
+    ),
+    "unwatch of an unknown sid does nothing": ([*FLOWED, U("x"), S(3, {"a": 3})], []),
+    "a participant that leaves is not a stall; the others still are": (
+        [W("a", 0), W("b", 0), W("c", 0, identity="carol"), Leave("bob"), S(2)],
+        [(2, stalled("c", identity="carol"))],
+    ),
+    "the call's end (clear) is not a stall": ([*FLOWED, Start(1.5), Clear(), S(5), M("a", "unknown"), End(6)], []),
+    "watched again after clear, a track starts fresh": (
+        [*FLOWED, Clear(), W("a", 5), S(5, {"a": 1}), S(6, {"a": 2}), S(8, {"a": 2})],
+        [(8, stalled("a"))],
+    ),
+    # episodes
+    "nothing stalls while reconnecting": (
+        [*FLOWED, Start(1.5), S(4, {"a": 2}), S(10, {}), S(20, {"a": 2}), M("a", "flowing")],
+        [],
+    ),
+    "media_restored when the awaited track flows after the end": (
+        [*FLOWED, Start(1.5), S(4, {"a": 2}), End(5), S(5.5, {"a": 2}), S(6, {"a": 3})],
+        [(6, MediaRestored(4.5))],
+    ),
+    "advances during the episode do not count": (
+        [*FLOWED, Start(1.5), S(2, {"a": 3}), S(3, {"a": 4}), End(4), S(4.5, {"a": 4}), S(5, {"a": 5})],
+        [(5, MediaRestored(3.5))],
+    ),
+    "media_restored once per episode": (
+        [
+            *FLOWED,
+            Start(1.5),
+            End(2),
+            S(3, {"a": 3}),
+            S(4, {"a": 4}),
+            S(5, {"a": 5}),
+            Start(6),
+            End(7),
+            S(8, {"a": 6}),
+            S(9, {"a": 7}),
+        ],
+        [(3, MediaRestored(1.5)), (8, MediaRestored(2.0))],
+    ),
+    "nothing awaited: media_restored at once from the end": ([Start(1), End(3), S(4)], [(3, MediaRestored(2.0))]),
+    "a second start keeps the first start time": ([Start(1), Start(2), End(3)], [(3, MediaRestored(2.0))]),
+    "a start before media_restored continues the episode": (
+        [*FLOWED, Start(1.5), End(2), Start(3), End(4), S(5, {"a": 3}), S(6, {"a": 4})],
+        [(5, MediaRestored(3.5))],
+    ),
+    "a track that flowed again before a second start is awaited again": (
+        [
+            *FLOWED,
+            W("b", 0),
+            S(0.5, {"b": 1}),
+            S(1, {"a": 2, "b": 2}),
+            Start(1.5),
+            End(2),
+            S(2.5, {"a": 3, "b": 2}),
+            Start(3),
+            End(3.5),
+            S(4, {"a": 3, "b": 3}),
+            S(4.5, {"a": 4, "b": 3}),
+        ],
+        [(4.5, MediaRestored(3.0))],
+    ),
+    "an end without an episode, or a second end, gives nothing": (
+        [End(1), Start(2), End(3), End(4)],
+        [(3, MediaRestored(1.0))],
+    ),
+    "only the tracks flowing at the start are awaited": (
+        [*FLOWED, W("b", 0), Start(1.5), End(2), S(2.5, {"a": 3})],
+        [(2.5, MediaRestored(1.0))],
+    ),
+    "a track stalled at the start is not awaited, and its resumption during the episode is reported": (
+        [
+            *FLOWED,
+            W("b", 0),
+            S(2, {"a": 3}),
+            Start(2.5),
+            S(3, {"b": 1}),
+            S(3.5, {"b": 2}),
+            End(4),
+            S(4.5, {"a": 4, "b": 2}),
+        ],
+        [(2, stalled("b")), (3.5, resumed("b", 3.5)), (4.5, MediaRestored(2.0))],
+    ),
+    "clocks restart at the end: a track still without media stalls stall_timeout after it": (
+        [*FLOWED, Start(1.5), End(2), S(3.9, {"a": 2}), S(4, {"a": 2})],
+        [(4, stalled("a"))],
+    ),
+    "a late stall is followed by its resumption and then media_restored": (
+        [
+            *FLOWED,
+            W("b", 0),
+            S(1, {"a": 2, "b": 1}),
+            S(1.2, {"a": 3, "b": 2}),
+            Start(1.5),
+            End(2),
+            S(2.5, {"a": 4, "b": 2}),
+            S(4, {"a": 5, "b": 2}),
+            M("b", "stalled"),
+            S(5, {"a": 6, "b": 3}),
+        ],
+        [(4, stalled("b")), (5, resumed("b", 3.0)), (5, MediaRestored(3.5))],
+    ),
+    "a track stalled before the start stays stalled and reports its whole stall": (
+        [*FLOWED, S(3, {"a": 2}), Start(4), End(5), S(6, {"a": 2}), S(7, {"a": 2}), S(8, {"a": 3})],
+        [(3, stalled("a")), (5, MediaRestored(1.0)), (8, resumed("a", 7.0))],
+    ),
+    "an awaited track unwatched during the episode is no longer awaited": (
+        [
+            *FLOWED,
+            W("b", 0),
+            S(1.2, {"a": 3, "b": 1}),
+            S(1.4, {"a": 4, "b": 2}),
+            Start(1.5),
+            U("b"),
+            End(2),
+            S(3, {"a": 5}),
+        ],
+        [(3, MediaRestored(1.5))],
+    ),
+    "unwatching the last awaited track completes the set at the next sample": (
+        [
+            *FLOWED,
+            W("b", 0),
+            S(1.2, {"a": 3, "b": 1}),
+            S(1.4, {"a": 4, "b": 2}),
+            Start(1.5),
+            End(2),
+            S(2.5, {"a": 5, "b": 2}),
+            U("b"),
+            S(3, {"a": 6}),
+        ],
+        [(3, MediaRestored(1.5))],
+    ),
+    "unwatching every awaited track before the end: media_restored at once": (
+        [*FLOWED, Start(1.5), U("a"), End(2)],
+        [(2, MediaRestored(0.5))],
+    ),
+    "a track watched during the episode is not awaited; its clock restarts at the end": (
+        [*FLOWED, Start(1.5), W("b", 1.6), End(2), S(2.5, {"a": 3}), S(3.6, {"a": 4}), S(4, {"a": 5})],
+        [(2.5, MediaRestored(1.0)), (4, stalled("b"))],
+    ),
+    # watch again, rename
+    "watch of a watched sid restarts its clock": (
+        [*FLOWED, W("a", 1.5), S(3, {"a": 2}), S(3.4, {"a": 2}), S(3.5, {"a": 2})],
+        [(3.5, stalled("a"))],
+    ),
+    "watch of a stalled sid keeps it stalled": (
+        [*FLOWED, S(3, {"a": 2}), W("a", 4), M("a", "stalled"), S(5, {"a": 3})],
+        [(3, stalled("a")), (5, resumed("a", 4.0))],
+    ),
+    "watch of an awaited sid keeps it awaited": (
+        [*FLOWED, Start(1.5), W("a", 1.7), End(2), S(2.5, {"a": 2}), S(3, {"a": 3})],
+        [(3, MediaRestored(1.5))],
+    ),
+    "rename keeps the history: counters, stall": (
+        [*FLOWED, S(3, {"a": 2}), R("a", "a2"), M("a", "unknown"), M("a2", "stalled"), S(4, {"a2": 3})],
+        [(3, stalled("a")), (4, resumed("a2", 3.0))],
+    ),
+    "a renamed awaited track stays awaited under its new sid": (
+        [
+            *FLOWED,
+            W("b", 0),
+            S(1.2, {"a": 3, "b": 1}),
+            S(1.4, {"a": 4, "b": 2}),
+            Start(1.5),
+            R("a", "a2"),
+            End(2),
+            S(2.5, {"a2": 4, "b": 3}),
+            S(3, {"a2": 5, "b": 3}),
+        ],
+        [(3, MediaRestored(1.5))],
+    ),
+    "rename of an unknown sid does nothing": (
+        [*FLOWED, R("x", "y"), M("y", "unknown"), S(3, {"a": 2})],
+        [(3, stalled("a"))],
+    ),
+    "rename onto a watched sid replaces that watch": (
+        [W("a", 0), W("b", 1), S(1, {"a": 1, "b": 1}), R("a", "b"), S(2, {"b": 1})],
+        [(2, stalled("b"))],
+    ),
+}
+
+
+@pytest.mark.parametrize(("steps", "expected"), CASES.values(), ids=CASES.keys())
+def test_watch(steps: list[Step], expected: list[tuple[float, HealthOutput]]) -> None:
+    assert run(steps) == expected
+
+
+def test_outputs_are_values() -> None:
+    assert stalled("a") == TrackStalled(identity="bob", sid="a", reason="no_packets")
+    assert Counters(1, None) != Counters(1, 0)
