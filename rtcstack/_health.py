@@ -1,25 +1,50 @@
 """Media health: is each watched track's media flowing? (DESIGN.md rule 8)
 
-`MediaWatch` is pure bookkeeping with no I/O and no clock of its own: the owner says which tracks to watch and
-feeds it samples of cumulative counters (`Counters`) with the time they were taken; it answers with
-`TrackStalled`, `TrackResumed` and `MediaRestored` outputs.
+Three parts:
+
+- `MediaWatch`, pure bookkeeping with no I/O and no clock of its own: the owner says which tracks to watch and
+  feeds it samples of cumulative counters (`Counters`) with the time they were taken; it answers with
+  `TrackStalled`, `TrackResumed` and `MediaRestored` outputs.
+- `counters_from_stats` and `stats_key`, pure readers of the livekit SDK's RTC stats. The stats never carry a
+  track's sid: an inbound-rtp entry names its receiver's track id (a UUID libwebrtc makes up) and an outbound-rtp
+  entry its media source, whose track id is the local track's. `counters_from_stats` keys each track's counters by
+  that track id; `stats_key` finds a track's id among the stats of ``await track.get_stats()``.
+- `Sampler`, the small async loop that reads the Room's stats once per interval, keys them by sid (asking
+  `stats_key` for tracks it does not know yet) and feeds the watch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
+from ._tasks import Tasks
 from ._vocab import MediaHealthName, StallReason
+
+if TYPE_CHECKING:
+    from livekit.rtc import RtcStats
+    from livekit.rtc._proto.stats_pb2 import RtcStats as RtcStatsEntry  # one entry; not re-exported by livekit.rtc
 
 __all__ = [
     "Counters",
     "HealthOutput",
     "MediaRestored",
     "MediaWatch",
+    "Sampler",
+    "StatsTrack",
     "TrackResumed",
     "TrackStalled",
+    "counters_from_stats",
+    "stats_key",
 ]
+
+logger = logging.getLogger("rtcstack")
+
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,3 +225,164 @@ class MediaWatch:
         restored = MediaRestored(now - self._episode_start)
         self._episode_start, self._ended = None, False
         return restored
+
+
+def counters_from_stats(stats: RtcStats) -> dict[str, Counters]:
+    """Each track's counters in one ``await room.get_rtc_stats()``, keyed by its track id in the stats.
+
+    Remote tracks from the inbound-rtp entries (``track_identifier``: packets received, frames decoded for video);
+    local tracks from the outbound-rtp entries through their media source (``track_identifier``: packets sent,
+    frames encoded for video), summed over the entries of one track (a simulcast track has one per layer). Both
+    lists are read: with a single peer connection (livekit 1.2's default) everything is in ``publisher_stats``.
+    """
+    entries = [*stats.publisher_stats, *stats.subscriber_stats]
+    sources = {
+        entry.media_source.rtc.id: entry.media_source.source.track_identifier
+        for entry in entries
+        if entry.WhichOneof("stats") == "media_source"
+    }
+    counters: dict[str, Counters] = {}
+    for entry in entries:
+        kind = entry.WhichOneof("stats")
+        if kind == "inbound_rtp":
+            inbound = entry.inbound_rtp
+            video = inbound.stream.kind == "video"
+            key = inbound.inbound.track_identifier
+            frames = inbound.inbound.frames_decoded if video else None
+            _add(counters, key, inbound.received.packets_received, frames)
+        elif kind == "outbound_rtp":
+            outbound = entry.outbound_rtp
+            source = sources.get(outbound.outbound.media_source_id)
+            if source is not None:
+                frames = outbound.outbound.frames_encoded if outbound.stream.kind == "video" else None
+                _add(counters, source, outbound.sent.packets_sent, frames)
+    return counters
+
+
+def _add(counters: dict[str, Counters], key: str, packets: int, frames: int | None) -> None:
+    if not key:
+        return
+    known = counters.get(key)
+    if known is not None:
+        packets += known.packets
+        frames = None if frames is None or known.frames is None else frames + known.frames
+    counters[key] = Counters(packets, frames)
+
+
+def stats_key(track_stats: Iterable[RtcStatsEntry]) -> str | None:
+    """The key of a track's counters in `counters_from_stats`, from that track's own stats
+    (``await track.get_stats()``); None while it has none (a remote track before its first packet)."""
+    for entry in track_stats:
+        kind = entry.WhichOneof("stats")
+        if kind == "inbound_rtp" and entry.inbound_rtp.inbound.track_identifier:
+            return entry.inbound_rtp.inbound.track_identifier
+        if kind == "media_source" and entry.media_source.source.track_identifier:
+            return entry.media_source.source.track_identifier
+    return None
+
+
+class StatsTrack(Protocol):
+    """What the sampler needs of a watched track: its own stats (`livekit.rtc.Track` has them)."""
+
+    async def get_stats(self) -> list[RtcStatsEntry]: ...
+
+
+class Sampler:
+    """Reads the Room's stats every ``interval`` seconds and feeds them to ``watch``; the outputs of a sample, if
+    any, go to ``on_outputs``.
+
+    ``tracks()`` gives the watched tracks by sid. Each one's stats key is asked of the track once (`stats_key`)
+    and asked again while it is missing from the Room's stats (a remote track before its first packet, or a
+    receiver replaced by a restart). A ``get_stats`` that raises or takes longer than ``interval`` is skipped: no
+    sample, so no stall is counted from it (logged at debug level once per run of failures).
+    """
+
+    def __init__(
+        self,
+        get_stats: Callable[[], Awaitable[RtcStats]],
+        tracks: Callable[[], Mapping[str, StatsTrack]],
+        watch: MediaWatch,
+        on_outputs: Callable[[list[HealthOutput]], None],
+        tasks: Tasks,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._get_stats = get_stats
+        self._tracks = tracks
+        self._watch = watch
+        self._on_outputs = on_outputs
+        self._tasks = tasks
+        self._interval = interval
+        self._clock = clock
+        self._keys: dict[str, tuple[StatsTrack, str]] = {}
+        self._failing = False
+        """The last sample had a failed read (a run of failures is logged once)."""
+        self._failed = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start sampling (once; a running sampler goes on)."""
+        if self._task is None:
+            self._task = self._tasks.spawn(self._run(), "media health sampler")
+
+    async def stop(self) -> None:
+        """Stop sampling and wait until the loop has ended."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._keys.clear()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.sample_once()
+
+    async def sample_once(self) -> None:
+        """Read the stats once and feed the watch (skipped if the read fails)."""
+        self._failed = False
+        try:
+            await self._sample()
+        finally:
+            self._failing = self._failed
+
+    async def _sample(self) -> None:
+        stats = await self._bounded(self._get_stats(), "get_rtc_stats")
+        if stats is None:
+            return
+        now = self._clock()
+        found = counters_from_stats(stats)
+        counters: dict[str, Counters] = {}
+        tracks = self._tracks()
+        for sid in [sid for sid in self._keys if sid not in tracks]:
+            del self._keys[sid]
+        for sid, track in tracks.items():
+            key = await self._key(sid, track, found)
+            if key is not None and key in found:
+                counters[sid] = found[key]
+        outputs = self._watch.sample(counters, now)
+        if outputs:
+            self._on_outputs(outputs)
+
+    async def _key(self, sid: str, track: StatsTrack, found: Mapping[str, Counters]) -> str | None:
+        known = self._keys.get(sid)
+        if known is not None and known[0] is track and known[1] in found:
+            return known[1]
+        track_stats = await self._bounded(track.get_stats(), f"the stats of track {sid}")
+        key = None if track_stats is None else stats_key(track_stats)
+        if key is None:
+            self._keys.pop(sid, None)
+        else:
+            self._keys[sid] = (track, key)
+        return key
+
+    async def _bounded(self, read: Awaitable[_R], what: str) -> _R | None:
+        try:
+            result = await asyncio.wait_for(read, self._interval)
+        except Exception as exc:  # any failure of a stats read skips it
+            if not self._failing and not self._failed:
+                logger.debug("media health: reading %s failed (%s: %s); skipping", what, type(exc).__name__, exc)
+            self._failed = True
+            return None
+        return result

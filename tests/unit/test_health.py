@@ -1,20 +1,30 @@
-"""Media health: the pure watch driven by tables of steps."""
+"""Media health: the pure watch driven by tables of steps, the stats readers on protobuf stats, and the sampler
+with a fake ``get_stats`` (no network)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pytest
+from livekit import rtc
+from livekit.rtc._proto import stats_pb2 as pb
 
 from rtcstack._health import (
     Counters,
     HealthOutput,
     MediaRestored,
     MediaWatch,
+    Sampler,
+    StatsTrack,
     TrackResumed,
     TrackStalled,
+    counters_from_stats,
+    stats_key,
 )
+from rtcstack._tasks import Tasks
 from rtcstack._vocab import MediaHealthName, StallReason
 
 TIMEOUT = 2.0
@@ -418,3 +428,277 @@ def test_watch(steps: list[Step], expected: list[tuple[float, HealthOutput]]) ->
 def test_outputs_are_values() -> None:
     assert stalled("a") == TrackStalled(identity="bob", sid="a", reason="no_packets")
     assert Counters(1, None) != Counters(1, 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The stats readers, on protobuf stats as livekit 1.2 gives them
+
+
+def inbound(track_id: str, kind: str, packets: int, frames: int = 0) -> pb.RtcStats:
+    entry = pb.RtcStats()
+    entry.inbound_rtp.rtc.id = f"IT01{kind[0].upper()}{packets}"
+    entry.inbound_rtp.stream.kind = kind
+    entry.inbound_rtp.inbound.track_identifier = track_id
+    entry.inbound_rtp.received.packets_received = packets
+    entry.inbound_rtp.inbound.frames_decoded = frames
+    return entry
+
+
+def outbound(source_id: str, kind: str, packets: int, frames: int = 0, rid: str = "") -> pb.RtcStats:
+    entry = pb.RtcStats()
+    entry.outbound_rtp.rtc.id = f"OT01{kind[0].upper()}{rid}{packets}"
+    entry.outbound_rtp.stream.kind = kind
+    entry.outbound_rtp.outbound.media_source_id = source_id
+    entry.outbound_rtp.outbound.rid = rid
+    entry.outbound_rtp.sent.packets_sent = packets
+    entry.outbound_rtp.outbound.frames_encoded = frames
+    return entry
+
+
+def source(source_id: str, track_id: str) -> pb.RtcStats:
+    entry = pb.RtcStats()
+    entry.media_source.rtc.id = source_id
+    entry.media_source.source.track_identifier = track_id
+    return entry
+
+
+def other() -> pb.RtcStats:
+    entry = pb.RtcStats()
+    entry.transport.rtc.id = "T01"
+    return entry
+
+
+def test_counters_from_stats() -> None:
+    stats = rtc.RtcStats(
+        publisher_stats=[
+            other(),
+            inbound("remote-audio", "audio", 120),
+            inbound("remote-video", "video", 50, 40),
+            outbound("SA1", "audio", 140),
+            source("SA1", "local-audio"),
+            outbound("SV2", "video", 60, 42, rid="q"),
+            outbound("SV2", "video", 30, 20, rid="h"),
+            outbound("SV2", "video", 0, 0, rid="f"),
+            source("SV2", "local-video"),
+            outbound("SX", "audio", 5),  # no media source: no key
+            inbound("", "audio", 9),  # no track id: no key
+        ],
+        subscriber_stats=[inbound("legacy-sub", "audio", 7)],  # two peer connections: the subscriber's
+    )
+    assert counters_from_stats(stats) == {
+        "remote-audio": Counters(120, None),
+        "remote-video": Counters(50, 40),
+        "local-audio": Counters(140, None),
+        "local-video": Counters(90, 62),
+        "legacy-sub": Counters(7, None),
+    }
+
+
+def test_counters_from_stats_sums_entries_of_one_track() -> None:
+    """Two inbound entries of one receiver (an old SSRC's stats that linger) add up; a kind mix gives no frames."""
+    stats = rtc.RtcStats(
+        publisher_stats=[inbound("r", "video", 10, 8), inbound("r", "video", 5, 4), inbound("m", "video", 3, 3)],
+        subscriber_stats=[inbound("m", "audio", 2)],
+    )
+    assert counters_from_stats(stats) == {"r": Counters(15, 12), "m": Counters(5, None)}
+
+
+def test_counters_from_empty_stats() -> None:
+    assert counters_from_stats(rtc.RtcStats(publisher_stats=[], subscriber_stats=[])) == {}
+
+
+@pytest.mark.parametrize(
+    ("track_stats", "key"),
+    [
+        ([other(), inbound("remote", "audio", 3)], "remote"),
+        ([other(), outbound("SV2", "video", 3, 3), source("SV2", "local")], "local"),
+        ([other(), inbound("", "audio", 3), source("S", "")], None),
+        ([other()], None),
+        ([], None),
+    ],
+    ids=["remote", "local", "empty ids", "no rtp", "no stats"],
+)
+def test_stats_key(track_stats: list[pb.RtcStats], key: str | None) -> None:
+    assert stats_key(track_stats) == key
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The sampler, with a fake get_stats and fake tracks
+
+
+class FakeTrack:
+    def __init__(self, track_stats: list[pb.RtcStats] | Exception) -> None:
+        self.track_stats = track_stats
+        self.asked = 0
+
+    async def get_stats(self) -> list[pb.RtcStats]:
+        self.asked += 1
+        if isinstance(self.track_stats, Exception):
+            raise self.track_stats
+        return self.track_stats
+
+
+class FakeRoom:
+    """get_stats gives the next of ``samples`` (an exception is raised, None never answers); the clock reads
+    ``now``."""
+
+    def __init__(self) -> None:
+        self.samples: list[rtc.RtcStats | Exception | None] = []
+        self.asked = asyncio.Event()
+        self.calls = 0
+        self.now = 0.0
+
+    async def get_stats(self) -> rtc.RtcStats:
+        self.calls += 1
+        self.asked.set()
+        sample = self.samples.pop(0) if self.samples else rtc.RtcStats(publisher_stats=[], subscriber_stats=[])
+        if sample is None:
+            await asyncio.Event().wait()
+        if isinstance(sample, Exception):
+            raise sample
+        assert sample is not None
+        return sample
+
+    def clock(self) -> float:
+        return self.now
+
+
+def audio_in(track_id: str, packets: int) -> rtc.RtcStats:
+    return rtc.RtcStats(publisher_stats=[inbound(track_id, "audio", packets)], subscriber_stats=[])
+
+
+@dataclass
+class Rig:
+    room: FakeRoom
+    watch: MediaWatch
+    tracks: dict[str, StatsTrack]
+    calls: list[list[HealthOutput]]
+    """What on_outputs got, call by call."""
+    tasks: Tasks
+    sampler: Sampler
+
+    @property
+    def outputs(self) -> list[HealthOutput]:
+        return [output for call in self.calls for output in call]
+
+
+@pytest.fixture
+async def rig() -> Rig:
+    """A sampler reading every 0.05 s (a read that does not answer in 0.05 s is skipped; the fakes answer at once)."""
+    room, watch = FakeRoom(), MediaWatch(TIMEOUT)
+    calls: list[list[HealthOutput]] = []
+    tracks: dict[str, StatsTrack] = {}
+    tasks = Tasks("test", logging.getLogger("rtcstack"))
+    sampler = Sampler(room.get_stats, lambda: tracks, watch, calls.append, tasks, interval=0.05, clock=room.clock)
+    return Rig(room, watch, tracks, calls, tasks, sampler)
+
+
+async def at(rig: Rig, now: float, sample: rtc.RtcStats | Exception | None) -> None:
+    rig.room.now = now
+    rig.room.samples.append(sample)
+    await rig.sampler.sample_once()
+
+
+async def test_sampler_feeds_the_watch_by_sid(rig: Rig) -> None:
+    track = FakeTrack([inbound("uuid-a", "audio", 1)])
+    rig.tracks["TR_a"] = track
+    rig.watch.watch("TR_a", "bob", video=False, now=0)
+    await at(rig, 0, audio_in("uuid-a", 10))
+    await at(rig, 1, audio_in("uuid-a", 20))
+    assert rig.watch.media("TR_a") == "flowing"
+    await at(rig, 3, audio_in("uuid-a", 20))
+    assert rig.outputs == [TrackStalled("bob", "TR_a", "no_packets")]
+    await at(rig, 4, audio_in("uuid-a", 30))
+    assert rig.outputs[1:] == [TrackResumed("bob", "TR_a", 3.0)]
+    assert track.asked == 1  # the key was asked once and kept while the track is in the stats
+
+
+async def test_sampler_asks_the_key_again_while_the_track_is_missing(rig: Rig) -> None:
+    """A remote track has no stats before its first packet; a restart replaces its receiver (a new track id)."""
+    track = FakeTrack([])
+    rig.tracks["TR_a"] = track
+    rig.watch.watch("TR_a", "bob", video=False, now=0)
+    await at(rig, 0, audio_in("other", 1))
+    await at(rig, 0.5, audio_in("other", 2))
+    assert track.asked == 2
+    track.track_stats = [inbound("uuid-a", "audio", 1)]
+    await at(rig, 1, audio_in("uuid-a", 1))
+    await at(rig, 1.5, audio_in("uuid-a", 2))
+    assert (track.asked, rig.watch.media("TR_a")) == (3, "flowing")
+    track.track_stats = [inbound("uuid-b", "audio", 1)]  # a new receiver: the old id is gone from the stats
+    await at(rig, 2, audio_in("uuid-b", 1))
+    await at(rig, 2.5, audio_in("uuid-b", 2))
+    assert (track.asked, rig.watch.media("TR_a"), rig.outputs) == (4, "flowing", [])
+
+
+async def test_sampler_asks_a_replaced_track_again(rig: Rig) -> None:
+    rig.tracks["TR_a"] = first = FakeTrack([inbound("uuid-a", "audio", 1)])
+    rig.watch.watch("TR_a", "bob", video=False, now=0)
+    await at(rig, 0, audio_in("uuid-a", 1))
+    rig.tracks["TR_a"] = second = FakeTrack([inbound("uuid-a", "audio", 1)])
+    await at(rig, 0.5, audio_in("uuid-a", 2))
+    assert (first.asked, second.asked) == (1, 1)
+
+
+async def test_sampler_forgets_the_keys_of_tracks_no_longer_given(rig: Rig) -> None:
+    track = FakeTrack([inbound("uuid-a", "audio", 1)])
+    rig.tracks["TR_a"] = track
+    await at(rig, 0, audio_in("uuid-a", 1))
+    del rig.tracks["TR_a"]
+    await at(rig, 0.5, audio_in("uuid-a", 2))
+    rig.tracks["TR_a"] = track
+    await at(rig, 1, audio_in("uuid-a", 3))
+    assert track.asked == 2
+
+
+async def test_a_failing_track_read_gives_no_key(rig: Rig) -> None:
+    rig.tracks["TR_a"] = FakeTrack(RuntimeError("track gone"))
+    rig.watch.watch("TR_a", "bob", video=False, now=0)
+    await at(rig, 0, audio_in("uuid-a", 1))
+    await at(rig, 2, audio_in("uuid-a", 2))
+    assert rig.outputs == [TrackStalled("bob", "TR_a", "no_packets")]  # missing, as the rule says
+
+
+async def test_failed_reads_are_skipped_and_logged_once_per_run(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A get_stats that raises or does not answer within the interval is no sample: no stall counted from it."""
+    caplog.set_level(logging.DEBUG, logger="rtcstack")
+    rig.tracks["TR_a"] = FakeTrack([inbound("uuid-a", "audio", 1)])
+    rig.watch.watch("TR_a", "bob", video=False, now=0)
+    await at(rig, 0, audio_in("uuid-a", 1))
+    await at(rig, 1, audio_in("uuid-a", 2))
+    await at(rig, 5, RuntimeError("the room isn't connected"))
+    await at(rig, 6, None)
+    assert (rig.outputs, rig.watch.media("TR_a")) == ([], "flowing")
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert failures == ["media health: reading get_rtc_stats failed (RuntimeError: the room isn't connected); skipping"]
+    assert "TOKEN" not in caplog.text
+    await at(rig, 6.5, audio_in("uuid-a", 3))
+    await at(rig, 7, RuntimeError("again"))
+    assert len([r for r in caplog.records if "failed" in r.getMessage()]) == 2
+
+
+async def test_start_samples_every_interval_and_stop_ends_it(rig: Rig) -> None:
+    rig.sampler.start()
+    rig.sampler.start()  # once
+    assert len(rig.tasks) == 1
+    for _ in range(3):
+        rig.room.asked.clear()
+        await asyncio.wait_for(rig.room.asked.wait(), 5)
+    await rig.sampler.stop()
+    assert len(rig.tasks) == 0
+    calls = rig.room.calls
+    await rig.sampler.stop()  # idempotent
+    rig.sampler.start()  # and it can start again
+    rig.room.asked.clear()
+    await asyncio.wait_for(rig.room.asked.wait(), 5)
+    assert rig.room.calls > calls
+    await rig.tasks.close()
+
+
+async def test_outputs_of_a_sample_go_to_on_outputs_together(rig: Rig) -> None:
+    rig.watch.watch("a", "bob", video=False, now=0)
+    rig.watch.watch("b", "carol", video=True, now=0)
+    await at(rig, 1, None)  # no answer: skipped
+    await at(rig, 2, rtc.RtcStats(publisher_stats=[], subscriber_stats=[]))
+    await at(rig, 3, rtc.RtcStats(publisher_stats=[], subscriber_stats=[]))  # nothing new: on_outputs not called
+    assert rig.calls == [[TrackStalled("bob", "a", "no_packets"), TrackStalled("carol", "b", "no_packets")]]
