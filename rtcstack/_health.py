@@ -51,8 +51,10 @@ _R = TypeVar("_R")
 class Counters:
     """One track's cumulative counters in one stats sample."""
 
-    packets: int
-    """Packets received (a remote track) or sent (a local track; simulcast layers summed)."""
+    payload: int
+    """Payload bytes received (a remote track) or sent (a local track; simulcast layers summed). Bytes, not
+    packets: libwebrtc counts the padding it sends to probe the bandwidth (packets without payload) in a video
+    track's packets sent, so those go on for a camera that gets no more frames."""
     frames: int | None
     """Video frames decoded (remote) or encoded (local); None for audio."""
 
@@ -89,14 +91,15 @@ class _Track:
     """When the current window began: the last flow, or when the clock (re)started."""
     media: MediaHealthName = "unknown"
     baseline: Counters | None = None
-    packets_moved: bool = False
-    """Packets advanced since `since` (frames did not, or it would have flowed): a video stall is ``no_frames``."""
+    payload_moved: bool = False
+    """Payload advanced since `since` (frames did not, or it would have flowed): a video stall is ``no_frames``."""
 
 
 class MediaWatch:
     """Flow and stall of the watched tracks, by sid, from samples of their counters.
 
-    A track flows when its packets advance between two samples (for video, its frames too). A watched track that
+    A track flows when its media advances between two samples: payload (``no_packets`` when it does not), and for
+    video frames too (``no_frames`` when payload advances without them). A watched track that
     does not flow for ``stall_timeout`` seconds (since its last flow, or since its clock started: watched, or the
     end of a reconnect episode) stalls once (`TrackStalled`) and resumes (`TrackResumed`) when it flows again. A
     track missing from a sample did not advance; counters lower than the last ones are a fresh baseline (a new
@@ -165,12 +168,12 @@ class MediaWatch:
             if self._advanced(track, counters.get(sid)):
                 if track.media == "stalled":
                     outputs.append(TrackResumed(track.identity, sid, now - track.since))
-                track.media, track.since, track.packets_moved = "flowing", now, False
+                track.media, track.since, track.payload_moved = "flowing", now, False
                 if self._ended:
                     self._awaited.discard(sid)
             elif not reconnecting and track.media != "stalled" and now - track.since >= self._timeout:
                 track.media = "stalled"
-                reason: StallReason = "no_frames" if track.packets_moved else "no_packets"
+                reason: StallReason = "no_frames" if track.payload_moved else "no_packets"
                 outputs.append(TrackStalled(track.identity, sid, reason))
         if self._ended and not self._awaited:
             outputs.append(self._restored(now))
@@ -202,7 +205,7 @@ class MediaWatch:
 
     def _restart(self, track: _Track, now: float) -> None:
         if track.media != "stalled":
-            track.since, track.packets_moved = now, False
+            track.since, track.payload_moved = now, False
 
     def _advanced(self, track: _Track, current: Counters | None) -> bool:
         """Whether ``current`` advanced from the track's baseline, which it becomes (counters that went down are
@@ -212,13 +215,13 @@ class MediaWatch:
         baseline, track.baseline = track.baseline, current
         if baseline is None:
             return False
-        packets = current.packets > baseline.packets
+        payload = current.payload > baseline.payload
         if not track.video or current.frames is None or baseline.frames is None:
-            return packets
-        if packets and current.frames == baseline.frames:
-            track.packets_moved = True
+            return payload
+        if payload and current.frames == baseline.frames:
+            track.payload_moved = True
             return False
-        return packets and current.frames > baseline.frames
+        return payload and current.frames > baseline.frames
 
     def _restored(self, now: float) -> MediaRestored:
         assert self._episode_start is not None  # only called for an episode that ended
@@ -230,8 +233,8 @@ class MediaWatch:
 def counters_from_stats(stats: RtcStats) -> dict[str, Counters]:
     """Each track's counters in one ``await room.get_rtc_stats()``, keyed by its track id in the stats.
 
-    Remote tracks from the inbound-rtp entries (``track_identifier``: packets received, frames decoded for video);
-    local tracks from the outbound-rtp entries through their media source (``track_identifier``: packets sent,
+    Remote tracks from the inbound-rtp entries (``track_identifier``: bytes received, frames decoded for video);
+    local tracks from the outbound-rtp entries through their media source (``track_identifier``: bytes sent,
     frames encoded for video), summed over the entries of one track (a simulcast track has one per layer). Both
     lists are read: with a single peer connection (livekit 1.2's default) everything is in ``publisher_stats``.
     """
@@ -249,24 +252,24 @@ def counters_from_stats(stats: RtcStats) -> dict[str, Counters]:
             video = inbound.stream.kind == "video"
             key = inbound.inbound.track_identifier
             frames = inbound.inbound.frames_decoded if video else None
-            _add(counters, key, inbound.received.packets_received, frames)
+            _add(counters, key, inbound.inbound.bytes_received, frames)
         elif kind == "outbound_rtp":
             outbound = entry.outbound_rtp
             source = sources.get(outbound.outbound.media_source_id)
             if source is not None:
                 frames = outbound.outbound.frames_encoded if outbound.stream.kind == "video" else None
-                _add(counters, source, outbound.sent.packets_sent, frames)
+                _add(counters, source, outbound.sent.bytes_sent, frames)
     return counters
 
 
-def _add(counters: dict[str, Counters], key: str, packets: int, frames: int | None) -> None:
+def _add(counters: dict[str, Counters], key: str, payload: int, frames: int | None) -> None:
     if not key:
         return
     known = counters.get(key)
     if known is not None:
-        packets += known.packets
+        payload += known.payload
         frames = None if frames is None or known.frames is None else frames + known.frames
-    counters[key] = Counters(packets, frames)
+    counters[key] = Counters(payload, frames)
 
 
 def stats_key(track_stats: Iterable[RtcStatsEntry]) -> str | None:

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from livekit import rtc
 
-from rtcstack._health import Counters, counters_from_stats, stats_key
+from rtcstack._health import (
+    Counters,
+    HealthOutput,
+    MediaWatch,
+    Sampler,
+    TrackResumed,
+    TrackStalled,
+    counters_from_stats,
+    stats_key,
+)
+from rtcstack._tasks import Tasks
 from rtcstack.testing import audio_track
 from tests.calls import within
 from tests.servers import BOTH
@@ -104,8 +116,8 @@ async def counters(room: rtc.Room, key: str) -> Counters | None:
 
 
 def advanced(before: Counters | None, after: Counters | None) -> bool:
-    """Packets advanced, and frames too for video: the watch's rule for "flows"."""
-    if before is None or after is None or after.packets <= before.packets:
+    """Payload advanced, and frames too for video: the watch's rule for "flows"."""
+    if before is None or after is None or after.payload <= before.payload:
         return False
     return before.frames is None or (after.frames is not None and after.frames > before.frames)
 
@@ -184,14 +196,15 @@ async def test_local_video_counters_sum_the_simulcast_layers(connect: Connect) -
 
         stats = await within("a second simulcast layer sending", layered())
         layers = sending_layers(stats)
-        packets = sum(layer.sent.packets_sent for layer in layers)
+        payload = sum(layer.sent.bytes_sent for layer in layers)
         frames = sum(layer.outbound.frames_encoded for layer in layers)
-        assert counters_from_stats(stats)[key] == Counters(packets, frames)
+        assert counters_from_stats(stats)[key] == Counters(payload, frames)
 
 
 async def test_a_video_source_that_stops_being_fed_stops_advancing(connect: Connect) -> None:
-    """When the app stops capturing frames, its video track sends nothing more (no frames encoded, no packets) and
-    the subscriber receives nothing more; the audio published beside it goes on."""
+    """When the app stops capturing frames, its video track sends no more media (no frames encoded, no payload: the
+    padding libwebrtc goes on sending to probe the bandwidth carries none) and the subscriber receives nothing
+    more; the audio published beside it goes on."""
     alice, bob = await connect("alice"), await connect("bob")
     async with publishing(alice.room) as (mic, cam, camera):
         assert mic.track is not None and cam.track is not None
@@ -212,8 +225,8 @@ async def test_a_video_source_that_stops_being_fed_stops_advancing(connect: Conn
 
 async def test_an_audio_source_that_stops_being_fed_still_sends(connect: Connect) -> None:
     """An `rtc.AudioSource` that gets no more `capture_frame` calls still sends packets (the SDK sends silence; with
-    DTX, as livekit-server negotiates, only a few a second): its packets go on advancing on both sides, so the watch
-    cannot see a local audio track the app stopped feeding."""
+    DTX, as livekit-server negotiates, only a few a second): its payload goes on advancing on both sides, so the
+    watch cannot see a local audio track the app stopped feeding."""
     alice, bob = await connect("alice"), await connect("bob")
     source = rtc.AudioSource(48000, 1)
     track = rtc.LocalAudioTrack.create_audio_track("mic", source)
@@ -233,3 +246,86 @@ async def test_an_audio_source_that_stops_being_fed_still_sends(connect: Connect
     await advances(alice.room, local, "alice's mic, no longer fed, again")
     await advances(bob.room, remote, "bob's audio from alice's unfed mic")
     await source.aclose()
+
+
+class Watcher:
+    """A `MediaWatch` fed by a `Sampler` over ``room``'s stats, for the tracks ``tracks()`` gives; its outputs in
+    order."""
+
+    def __init__(self, room: rtc.Room, tracks: Callable[[], dict[str, rtc.Track]], stall_timeout: float) -> None:
+        self.watch = MediaWatch(stall_timeout)
+        self.outputs: list[HealthOutput] = []
+        self.changed = asyncio.Event()
+        self.tasks = Tasks("test watcher", logging.getLogger("rtcstack"))
+        self.sampler = Sampler(
+            room.get_rtc_stats, tracks, self.watch, self.record, self.tasks, interval=stall_timeout / 4
+        )
+
+    def record(self, outputs: list[HealthOutput]) -> None:
+        self.outputs += outputs
+        self.changed.set()
+
+    async def output(self, index: int, what: str) -> HealthOutput:
+        """The output number ``index`` (from 0), come or coming."""
+
+        async def wait() -> HealthOutput:
+            while len(self.outputs) <= index:
+                self.changed.clear()
+                await self.changed.wait()
+            return self.outputs[index]
+
+        return await within(what, wait())
+
+    async def flowing(self, sid: str, what: str) -> None:
+        async def poll() -> None:
+            while self.watch.media(sid) != "flowing":  # noqa: ASYNC110  (the watch has no event for a first flow)
+                await asyncio.sleep(POLL)
+
+        await within(f"{what} flowing", poll())
+
+
+def local_tracks(room: rtc.Room) -> dict[str, rtc.Track]:
+    return {sid: pub.track for sid, pub in room.local_participant.track_publications.items() if pub.track}
+
+
+def remote_tracks(room: rtc.Room) -> dict[str, rtc.Track]:
+    return {
+        sid: pub.track
+        for participant in room.remote_participants.values()
+        for sid, pub in participant.track_publications.items()
+        if pub.track is not None
+    }
+
+
+async def test_the_sampler_sees_an_unfed_camera_stall_and_resume_on_both_sides(connect: Connect) -> None:
+    """A publisher stops feeding its camera: its own watch and the subscriber's see that track stall (no payload),
+    not the audio beside it, and resume when frames come again."""
+    alice, bob = await connect("alice"), await connect("bob")
+    async with publishing(alice.room) as (mic, cam, camera):
+        await remote_track(bob.room, "alice", rtc.TrackSource.SOURCE_CAMERA)
+        await remote_track(bob.room, "alice", rtc.TrackSource.SOURCE_MICROPHONE)
+        sender = Watcher(alice.room, lambda: local_tracks(alice.room), stall_timeout=1.0)
+        receiver = Watcher(bob.room, lambda: remote_tracks(bob.room), stall_timeout=1.0)
+        for watcher in (sender, receiver):
+            watcher.watch.watch(mic.sid, "alice", video=False, now=time.monotonic())
+            watcher.watch.watch(cam.sid, "alice", video=True, now=time.monotonic())
+            watcher.sampler.start()
+        try:
+            for watcher, side in ((sender, "alice's"), (receiver, "bob's")):
+                await watcher.flowing(cam.sid, f"{side} watch: the camera")
+                await watcher.flowing(mic.sid, f"{side} watch: the microphone")
+
+            camera.feeding.clear()
+            for watcher, side in ((sender, "alice's"), (receiver, "bob's")):
+                output = await watcher.output(0, f"{side} watch: the camera stalling")
+                assert output == TrackStalled("alice", cam.sid, "no_packets"), side
+
+            camera.feeding.set()
+            for watcher, side in ((sender, "alice's"), (receiver, "bob's")):
+                output = await watcher.output(1, f"{side} watch: the camera resuming")
+                assert isinstance(output, TrackResumed) and output.sid == cam.sid, side
+                assert len(watcher.outputs) == 2, f"{side} watch: only the camera stalled and resumed"
+        finally:
+            for watcher in (sender, receiver):
+                await watcher.sampler.stop()
+                await watcher.tasks.close()

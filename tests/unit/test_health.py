@@ -45,7 +45,7 @@ class W:
 
 @dataclass(frozen=True)
 class S:
-    """sample(counters, now): an int is an audio track's packets, a pair a video track's (packets, frames)."""
+    """sample(counters, now): an int is an audio track's payload, a pair a video track's (payload, frames)."""
 
     now: float
     counters: Mapping[str, int | tuple[int, int | None]] = field(default_factory=dict)
@@ -140,7 +140,7 @@ FLOWED: list[Step] = [W("a", 0), S(0, {"a": 1}), S(1, {"a": 2})]
 
 CASES: dict[str, tuple[list[Step], list[tuple[float, HealthOutput]]]] = {
     # flow and stall
-    "advancing packets flow": (
+    "advancing payload flows": (
         [
             W("a", 0),
             M("a", "unknown"),
@@ -183,11 +183,11 @@ CASES: dict[str, tuple[list[Step], list[tuple[float, HealthOutput]]]] = {
         [W("a", 0), S(0, {"a": 1}), S(2, {"a": 1}), S(3, {"a": 2})],
         [(2, stalled("a")), (3, resumed("a", 3.0))],
     ),
-    "video flows when packets and frames advance": (
+    "video flows when payload and frames advance": (
         [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (2, 2)}), S(2.5, {"v": (3, 3)}), M("v", "flowing")],
         [],
     ),
-    "video packets without frames: no_frames": (
+    "video payload without frames: no_frames": (
         [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (5, 1)}), S(2, {"v": (9, 1)}), M("v", "stalled")],
         [(2, stalled("v", "no_frames"))],
     ),
@@ -195,11 +195,11 @@ CASES: dict[str, tuple[list[Step], list[tuple[float, HealthOutput]]]] = {
         [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (1, 1)}), S(2, {"v": (1, 1)})],
         [(2, stalled("v", "no_packets"))],
     ),
-    "video frames without packets do not flow": (
+    "video frames without payload do not flow": (
         [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(1, {"v": (1, 2)}), S(2, {"v": (1, 3)})],
         [(2, stalled("v", "no_packets"))],
     ),
-    "no_frames counts packets since the last flow only": (
+    "no_frames counts payload since the last flow only": (
         [
             W("v", 0, video=True),
             S(0, {"v": (1, 1)}),
@@ -214,7 +214,7 @@ CASES: dict[str, tuple[list[Step], list[tuple[float, HealthOutput]]]] = {
         [W("v", 0, video=True), S(0, {"v": (1, 1)}), S(2, {"v": (5, 1)}), S(3, {"v": (6, 2)})],
         [(2, stalled("v", "no_frames")), (3, resumed("v", 3.0))],
     ),
-    "video counters without frames are judged by packets": (
+    "video counters without frames are judged by payload": (
         [W("v", 0, video=True), S(0, {"v": (1, None)}), S(1, {"v": (2, None)}), S(2.9, {"v": (2, None)})],
         [],
     ),
@@ -434,23 +434,25 @@ def test_outputs_are_values() -> None:
 # The stats readers, on protobuf stats as livekit 1.2 gives them
 
 
-def inbound(track_id: str, kind: str, packets: int, frames: int = 0) -> pb.RtcStats:
+def inbound(track_id: str, kind: str, payload: int, frames: int = 0) -> pb.RtcStats:
     entry = pb.RtcStats()
-    entry.inbound_rtp.rtc.id = f"IT01{kind[0].upper()}{packets}"
+    entry.inbound_rtp.rtc.id = f"IT01{kind[0].upper()}{payload}"
     entry.inbound_rtp.stream.kind = kind
     entry.inbound_rtp.inbound.track_identifier = track_id
-    entry.inbound_rtp.received.packets_received = packets
+    entry.inbound_rtp.received.packets_received = payload // 100  # not read: padding makes packets lie
+    entry.inbound_rtp.inbound.bytes_received = payload
     entry.inbound_rtp.inbound.frames_decoded = frames
     return entry
 
 
-def outbound(source_id: str, kind: str, packets: int, frames: int = 0, rid: str = "") -> pb.RtcStats:
+def outbound(source_id: str, kind: str, payload: int, frames: int = 0, rid: str = "") -> pb.RtcStats:
     entry = pb.RtcStats()
-    entry.outbound_rtp.rtc.id = f"OT01{kind[0].upper()}{rid}{packets}"
+    entry.outbound_rtp.rtc.id = f"OT01{kind[0].upper()}{rid}{payload}"
     entry.outbound_rtp.stream.kind = kind
     entry.outbound_rtp.outbound.media_source_id = source_id
     entry.outbound_rtp.outbound.rid = rid
-    entry.outbound_rtp.sent.packets_sent = packets
+    entry.outbound_rtp.sent.packets_sent = payload * 3  # not read: padding makes packets lie
+    entry.outbound_rtp.sent.bytes_sent = payload
     entry.outbound_rtp.outbound.frames_encoded = frames
     return entry
 
@@ -563,8 +565,8 @@ class FakeRoom:
         return self.now
 
 
-def audio_in(track_id: str, packets: int) -> rtc.RtcStats:
-    return rtc.RtcStats(publisher_stats=[inbound(track_id, "audio", packets)], subscriber_stats=[])
+def audio_in(track_id: str, payload: int) -> rtc.RtcStats:
+    return rtc.RtcStats(publisher_stats=[inbound(track_id, "audio", payload)], subscriber_stats=[])
 
 
 @dataclass
