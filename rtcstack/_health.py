@@ -294,10 +294,11 @@ class Sampler:
     """Reads the Room's stats every ``interval`` seconds and feeds them to ``watch``; the outputs of a sample, if
     any, go to ``on_outputs``.
 
-    ``tracks()`` gives the watched tracks by sid. Each one's stats key is asked of the track once (`stats_key`)
-    and asked again while it is missing from the Room's stats (a remote track before its first packet, or a
-    receiver replaced by a restart). A ``get_stats`` that raises or takes longer than ``interval`` is skipped: no
-    sample, so no stall is counted from it (logged at debug level once per run of failures).
+    ``tracks()`` gives the tracks to sample (the watched ones) by sid; with none, the stats are not read. Each
+    one's stats key is asked of the track once (`stats_key`) and asked again while it is missing from the Room's
+    stats (a remote track before its first packet, or a receiver replaced by a restart). A ``get_stats`` that
+    raises or takes longer than ``interval`` is skipped: no sample, so no stall is counted from it (logged at
+    debug level once per run of failures).
     """
 
     def __init__(
@@ -351,15 +352,17 @@ class Sampler:
             self._failing = self._failed
 
     async def _sample(self) -> None:
-        stats = await self._bounded(self._get_stats(), "get_rtc_stats")
-        if stats is None:
-            return
-        now = self._clock()
-        found = counters_from_stats(stats)
-        counters: dict[str, Counters] = {}
         tracks = self._tracks()
         for sid in [sid for sid in self._keys if sid not in tracks]:
             del self._keys[sid]
+        found: dict[str, Counters] = {}
+        if tracks:  # with nothing to sample the stats are not read; the watch still gets its sample (its clock)
+            stats = await self._bounded(self._get_stats(), "get_rtc_stats")
+            if stats is None:
+                return
+            found = counters_from_stats(stats)
+        now = self._clock()
+        counters: dict[str, Counters] = {}
         for sid, track in tracks.items():
             key = await self._key(sid, track, found)
             if key is not None and key in found:
@@ -381,11 +384,19 @@ class Sampler:
         return key
 
     async def _bounded(self, read: Awaitable[_R], what: str) -> _R | None:
+        """The result of ``read``, or None if it raised or did not answer within the interval.
+
+        Not `asyncio.wait_for`: on Python 3.10 and 3.11 it can swallow a cancellation that comes as ``read`` ends,
+        and `stop` would then wait for a loop that goes on."""
+        task = asyncio.ensure_future(read)
         try:
-            result = await asyncio.wait_for(read, self._interval)
-        except Exception as exc:  # any failure of a stats read skips it
-            if not self._failing and not self._failed:
-                logger.debug("media health: reading %s failed (%s: %s); skipping", what, type(exc).__name__, exc)
-            self._failed = True
-            return None
-        return result
+            await asyncio.wait({task}, timeout=self._interval)
+        finally:
+            task.cancel()  # no-op once it is done
+        error = task.exception() if task.done() and not task.cancelled() else TimeoutError("no answer in time")
+        if error is None:
+            return task.result()
+        if not self._failing and not self._failed:
+            logger.debug("media health: reading %s failed (%s: %s); skipping", what, type(error).__name__, error)
+        self._failed = True
+        return None

@@ -680,6 +680,7 @@ async def test_failed_reads_are_skipped_and_logged_once_per_run(rig: Rig, caplog
 
 
 async def test_start_samples_every_interval_and_stop_ends_it(rig: Rig) -> None:
+    rig.tracks["TR_a"] = FakeTrack([])
     rig.sampler.start()
     rig.sampler.start()  # once
     assert len(rig.tasks) == 1
@@ -698,9 +699,24 @@ async def test_start_samples_every_interval_and_stop_ends_it(rig: Rig) -> None:
 
 
 async def test_outputs_of_a_sample_go_to_on_outputs_together(rig: Rig) -> None:
+    rig.tracks.update(a=FakeTrack([]), b=FakeTrack([]))  # no stats yet: missing
     rig.watch.watch("a", "bob", video=False, now=0)
     rig.watch.watch("b", "carol", video=True, now=0)
     await at(rig, 1, None)  # no answer: skipped
     await at(rig, 2, rtc.RtcStats(publisher_stats=[], subscriber_stats=[]))
     await at(rig, 3, rtc.RtcStats(publisher_stats=[], subscriber_stats=[]))  # nothing new: on_outputs not called
     assert rig.calls == [[TrackStalled("bob", "a", "no_packets"), TrackStalled("carol", "b", "no_packets")]]
+
+
+async def test_with_no_tracks_the_stats_are_not_read(rig: Rig) -> None:
+    """The watch still gets its samples: an episode whose awaited tracks all went ends with MediaRestored."""
+    rig.tracks["TR_a"] = FakeTrack([inbound("uuid-a", "audio", 1)])
+    rig.watch.watch("TR_a", "bob", video=False, now=0)
+    await at(rig, 0, audio_in("uuid-a", 1))
+    await at(rig, 0.5, audio_in("uuid-a", 2))
+    rig.watch.episode_started(1)
+    assert rig.watch.episode_ended(2) == []  # TR_a is awaited
+    del rig.tracks["TR_a"]
+    rig.watch.unwatch("TR_a")
+    await at(rig, 3, None)
+    assert (rig.room.calls, rig.calls) == (2, [[MediaRestored(2.0)]])
