@@ -36,9 +36,11 @@ __all__ = [
     "ConnectionStateName",
     "DisconnectReason",
     "EventName",
+    "MediaHealthName",
     "ParticipantKindName",
     "ParticipantStateName",
     "QualityName",
+    "StallReason",
     "TrackKindName",
     "TrackSourceName",
     "kind_from_sdk",
@@ -282,3 +284,9 @@ def track_source_from_sdk(value: int) -> TrackSourceName:
 def reason_from_sdk(value: int) -> tuple[DisconnectReason, bool]:
     """``(our reason, transient?)`` for a ``livekit.rtc.DisconnectReason`` (unmapped: unknown, transient)."""
     return _lookup(REASON_FROM_SDK, value, _UNKNOWN_REASON, "DisconnectReason")
+
+
+MediaHealthName = Literal["unknown", "flowing", "stalled"]
+"""``TrackInfo.media``: not watched or not yet known, media flows, or the track stalled."""
+StallReason = Literal["no_packets", "no_frames"]
+"""Why a track stalled: no packets arrive (or, for a local track, are sent), or video packets without frames."""
