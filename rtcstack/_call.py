@@ -21,6 +21,7 @@ from livekit import rtc
 
 from ._emitter import EventEmitter
 from ._errors import ConfigError, ConnectError, ConnectTimeoutError, InvalidStateError
+from ._health import CallHealth, HealthOutput
 from ._keeper import TokenKeeper
 from ._machine import (
     CallMachine,
@@ -92,10 +93,12 @@ class Call(EventEmitter):
         )
         self._slot = RoomSlot(url, options, _room_factory, self._tasks)
         self._media = CallMedia(self._slot, auto_subscribe=options.auto_subscribe, tasks=self._tasks, lost=self._lost)
+        self._health = CallHealth(options.media_stall_timeout, self._stats, self._told_health, self._tasks)
         self._translator = Translator(
             self._slot,
             self._media,
             self._keeper,
+            self._health,
             rejoin_grace=options.rejoin_grace,
             feed=self._feed,
             apply=self._apply,
@@ -319,6 +322,15 @@ class Call(EventEmitter):
     def _lost(self, info: TrackInfo) -> None:
         self._translator.lost(info)
 
+    def _told_health(self, outputs: list[HealthOutput]) -> None:
+        self._translator.told_health(outputs)
+
+    async def _stats(self) -> rtc.RtcStats:
+        room = self._slot.current
+        if room is None:
+            raise InvalidStateError("no Room between rejoins")
+        return await room.get_rtc_stats()
+
     # -- the pump ----------------------------------------------------------------------------------------------
 
     def _feed(self, event: Input) -> None:
@@ -340,6 +352,7 @@ class Call(EventEmitter):
                 self._media.watch_publishes()
                 self._translator.session_started()
                 self._media.connected()
+                self._health.start()
                 if self._connect_waiter is not None and not self._connect_waiter.done():
                     self._connect_waiter.set_result(None)
             elif isinstance(out, EpisodeStarted):

@@ -32,6 +32,7 @@ from ._vocab import (
     DisconnectReason,
     EventName,
     QualityName,
+    StallReason,
 )
 
 __all__ = ["CallEvent", "EventEmitter", "EventStream", "HandlerResult"]
@@ -53,6 +54,9 @@ _TrackH = TypeVar("_TrackH", bound=Callable[[Participant, TrackInfo], HandlerRes
 _SpeakersH = TypeVar("_SpeakersH", bound=Callable[[list[Participant]], HandlerResult])
 _SubFailedH = TypeVar("_SubFailedH", bound=Callable[[Participant, str, str], HandlerResult])
 _DataH = TypeVar("_DataH", bound=Callable[[bytes, Participant | None, str | None, bool], HandlerResult])
+_StalledH = TypeVar("_StalledH", bound=Callable[[Participant, TrackInfo, StallReason], HandlerResult])
+_ResumedH = TypeVar("_ResumedH", bound=Callable[[Participant, TrackInfo, float], HandlerResult])
+_RestoredH = TypeVar("_RestoredH", bound=Callable[[float], HandlerResult])
 
 _NoArgsEvent = Literal["connected", "reconnected"]
 _ExpiryEvent = Literal["token_expired", "token_refreshed"]
@@ -102,9 +106,9 @@ class CallEvent:
         return cast("int | None", self._arg("attempt"))
 
     @property
-    def reason(self) -> DisconnectReason | None:
-        """Why the call ended (``disconnected``)."""
-        return cast("DisconnectReason | None", self._arg("reason"))
+    def reason(self) -> DisconnectReason | StallReason | None:
+        """Why the call ended (``disconnected``), or why a track stalled (``track_stalled``)."""
+        return cast("DisconnectReason | StallReason | None", self._arg("reason"))
 
     @property
     def expires_at(self) -> datetime | None:
@@ -155,6 +159,16 @@ class CallEvent:
     def reliable(self) -> bool | None:
         """True for a packet sent reliably, False for a lossy one (``data_received``)."""
         return cast("bool | None", self._arg("reliable"))
+
+    @property
+    def stalled_for(self) -> float | None:
+        """Seconds the track went without media (``track_resumed``)."""
+        return cast("float | None", self._arg("stalled_for"))
+
+    @property
+    def after(self) -> float | None:
+        """Seconds from ``reconnecting`` until every track that flowed before flows again (``media_restored``)."""
+        return cast("float | None", self._arg("after"))
 
 
 class EventStream(Buffered[CallEvent]):
@@ -277,6 +291,18 @@ class EventEmitter:
     def on(self, name: Literal["data_received"], handler: _DataH) -> _DataH: ...
     @overload
     def on(self, name: Literal["data_received"], handler: None = None) -> Callable[[_DataH], _DataH]: ...
+    @overload
+    def on(self, name: Literal["track_stalled"], handler: _StalledH) -> _StalledH: ...
+    @overload
+    def on(self, name: Literal["track_stalled"], handler: None = None) -> Callable[[_StalledH], _StalledH]: ...
+    @overload
+    def on(self, name: Literal["track_resumed"], handler: _ResumedH) -> _ResumedH: ...
+    @overload
+    def on(self, name: Literal["track_resumed"], handler: None = None) -> Callable[[_ResumedH], _ResumedH]: ...
+    @overload
+    def on(self, name: Literal["media_restored"], handler: _RestoredH) -> _RestoredH: ...
+    @overload
+    def on(self, name: Literal["media_restored"], handler: None = None) -> Callable[[_RestoredH], _RestoredH]: ...
     def on(self, name: str, handler: _Handler | None = None) -> Any:
         """Call ``handler`` on every ``name`` event; returns it. Without ``handler``, returns a decorator.
 
@@ -339,6 +365,18 @@ class EventEmitter:
     def once(self, name: Literal["data_received"], handler: _DataH) -> _DataH: ...
     @overload
     def once(self, name: Literal["data_received"], handler: None = None) -> Callable[[_DataH], _DataH]: ...
+    @overload
+    def once(self, name: Literal["track_stalled"], handler: _StalledH) -> _StalledH: ...
+    @overload
+    def once(self, name: Literal["track_stalled"], handler: None = None) -> Callable[[_StalledH], _StalledH]: ...
+    @overload
+    def once(self, name: Literal["track_resumed"], handler: _ResumedH) -> _ResumedH: ...
+    @overload
+    def once(self, name: Literal["track_resumed"], handler: None = None) -> Callable[[_ResumedH], _ResumedH]: ...
+    @overload
+    def once(self, name: Literal["media_restored"], handler: _RestoredH) -> _RestoredH: ...
+    @overload
+    def once(self, name: Literal["media_restored"], handler: None = None) -> Callable[[_RestoredH], _RestoredH]: ...
     def once(self, name: str, handler: _Handler | None = None) -> Any:
         """Like ``on``, but the handler is removed before its first call."""
         return self._register(name, handler, once=True)

@@ -11,6 +11,8 @@ Three parts:
   that track id; `stats_key` finds a track's id among the stats of ``await track.get_stats()``.
 - `Sampler`, the small async loop that reads the Room's stats once per interval, keys them by sid (asking
   `stats_key` for tracks it does not know yet) and feeds the watch.
+- `CallHealth`, a call's watch: the tracks the call's translator says to watch, a sampler for each session, and the
+  outputs handed to the call.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from livekit.rtc._proto.stats_pb2 import RtcStats as RtcStatsEntry  # one entry; not re-exported by livekit.rtc
 
 __all__ = [
+    "CallHealth",
     "Counters",
     "HealthOutput",
     "MediaRestored",
@@ -400,3 +403,87 @@ class Sampler:
             logger.debug("media health: reading %s failed (%s: %s); skipping", what, type(error).__name__, error)
         self._failed = True
         return None
+
+
+class CallHealth:
+    """The media health of a call's tracks: the call's translator says which to watch (`watch`, `unwatch`...), a
+    `Sampler` reads ``get_stats()`` (the Room of the moment) four times per ``timeout`` while a session runs
+    (`start`, `end`), and the watch's outputs go to ``on_outputs``. With ``timeout`` None nothing is watched or read
+    and every track's media is ``"unknown"``."""
+
+    def __init__(
+        self,
+        timeout: float | None,
+        get_stats: Callable[[], Awaitable[RtcStats]],
+        on_outputs: Callable[[list[HealthOutput]], None],
+        tasks: Tasks,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tracks: dict[str, tuple[str, StatsTrack]] = {}
+        self._on_outputs = on_outputs
+        self._tasks = tasks
+        self._clock = clock
+        self._watch: MediaWatch | None = None
+        self._sampler: Sampler | None = None
+        if timeout is not None:
+            watch = self._watch = MediaWatch(timeout)
+            self._sampler = Sampler(
+                get_stats, self._sampled, watch, on_outputs, tasks, interval=timeout / 4, clock=clock
+            )
+
+    def _sampled(self) -> dict[str, StatsTrack]:
+        return {sid: track for sid, (_, track) in self._tracks.items()}
+
+    def media(self, sid: str) -> MediaHealthName:
+        return "unknown" if self._watch is None else self._watch.media(sid)
+
+    def watch(self, sid: str, identity: str, track: StatsTrack, *, video: bool) -> None:
+        """Watch `track` (subscribed, or published; unmuted) as `sid` of `identity` (again: its clock restarts)."""
+        if self._watch is not None:
+            self._tracks[sid] = (identity, track)
+            self._watch.watch(sid, identity, video=video, now=self._clock())
+
+    def unwatch(self, sid: str) -> None:
+        """Muted, unpublished or unsubscribed: not a stall, the watch of that track ends."""
+        if self._watch is not None:
+            self._tracks.pop(sid, None)
+            self._watch.unwatch(sid)
+
+    def left(self, identity: str) -> None:
+        for sid in [sid for sid, (owner, _) in self._tracks.items() if owner == identity]:
+            self.unwatch(sid)
+
+    def rename(self, old_sid: str, new_sid: str) -> None:
+        """A local track published again under a new sid goes on with its history."""
+        if self._watch is not None and old_sid in self._tracks:
+            self._tracks[new_sid] = self._tracks.pop(old_sid)
+            self._watch.rename(old_sid, new_sid)
+
+    def keep_only(self, sids: Iterable[str]) -> None:
+        """Unwatch every track but `sids` (what the Room has when a reconnect episode ends)."""
+        keep = set(sids)
+        for sid in [sid for sid in self._tracks if sid not in keep]:
+            self.unwatch(sid)
+
+    def start(self) -> None:
+        """A session began: sample until `end`."""
+        if self._sampler is not None:
+            self._sampler.start()
+
+    def episode_started(self) -> None:
+        if self._watch is not None:
+            self._watch.episode_started(self._clock())
+
+    def episode_ended(self) -> None:
+        """The call is back; a `MediaRestored` due at once is handed over just after (once `reconnected` is out)."""
+        if self._watch is not None:
+            outputs = self._watch.episode_ended(self._clock())
+            if outputs:
+                asyncio.get_running_loop().call_soon(self._on_outputs, outputs)
+
+    def end(self) -> None:
+        """The call ended: nothing is watched, the sampler stops (a task of `tasks`)."""
+        self._tracks.clear()
+        if self._watch is not None and self._sampler is not None:
+            self._watch.clear()
+            self._tasks.spawn(self._sampler.stop(), "stop the media health sampler")

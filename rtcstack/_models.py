@@ -7,13 +7,14 @@ snapshot without validation (the SDK already typed its values) through ``_constr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ._vocab import (
+    MediaHealthName,
     ParticipantKindName,
     ParticipantStateName,
     QualityName,
@@ -50,6 +51,8 @@ class TrackInfo(BaseModel):
     source: TrackSourceName
     muted: bool
     subscribed: bool
+    media: MediaHealthName = "unknown"
+    """The media health: ``"flowing"``, ``"stalled"``, or ``"unknown"`` (not watched, or no sample yet)."""
 
 
 class Participant(BaseModel):
@@ -123,8 +126,15 @@ def _construct(cls: type[_M], values: dict[str, Any]) -> _M:
     return model
 
 
-def track_info_from_sdk(publication: SdkTrackPublication) -> TrackInfo:
-    """Snapshot a track publication; a publication without ``subscribed`` (a local one) reads as subscribed."""
+def _unwatched(sid: str) -> MediaHealthName:
+    return "unknown"
+
+
+def track_info_from_sdk(
+    publication: SdkTrackPublication, media: Callable[[str], MediaHealthName] = _unwatched
+) -> TrackInfo:
+    """Snapshot a track publication; a publication without ``subscribed`` (a local one) reads as subscribed.
+    ``media`` tells a track's health by its sid."""
     return _construct(
         TrackInfo,
         {
@@ -134,12 +144,21 @@ def track_info_from_sdk(publication: SdkTrackPublication) -> TrackInfo:
             "source": track_source_from_sdk(publication.source),
             "muted": publication.muted,
             "subscribed": getattr(publication, "subscribed", True),
+            "media": media(publication.sid),
         },
     )
 
 
-def participant_from_sdk(p: SdkParticipant, *, is_local: bool, quality: QualityName, is_speaking: bool) -> Participant:
-    """Snapshot an SDK participant; ``quality`` and ``is_speaking`` come from the pump's own bookkeeping."""
+def participant_from_sdk(
+    p: SdkParticipant,
+    *,
+    is_local: bool,
+    quality: QualityName,
+    is_speaking: bool,
+    media: Callable[[str], MediaHealthName] = _unwatched,
+) -> Participant:
+    """Snapshot an SDK participant; ``quality``, ``is_speaking`` and each track's ``media`` come from the call's
+    own bookkeeping."""
     joined_at = p.joined_at
     if joined_at is not None and joined_at.tzinfo is not _UTC:
         joined_at = joined_at.replace(tzinfo=_UTC) if joined_at.tzinfo is None else joined_at.astimezone(_UTC)
@@ -157,7 +176,7 @@ def participant_from_sdk(p: SdkParticipant, *, is_local: bool, quality: QualityN
             "attributes": dict(p.attributes),
             "is_local": is_local,
             "is_speaking": is_speaking,
-            "tracks": [track_info_from_sdk(pub) for pub in publications.values()] if publications else [],
+            "tracks": [track_info_from_sdk(pub, media) for pub in publications.values()] if publications else [],
             "joined_at": joined_at,
         },
     )

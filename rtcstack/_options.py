@@ -129,6 +129,8 @@ class CallOptions(_Options):
     full reconnect (the SDK's restart, or the call's rejoin), how long a participant who was in the call, is not in
     the room (yet) and was not seen leaving has to come back before ``participant_left`` (after a server's death
     everyone joins the room again at their own pace); 0: at once.
+    ``media_stall_timeout``: how long a watched track may go without media before ``track_stalled`` (the call reads
+    the Room's RTC stats four times per timeout); None turns the media-health watch off (no stats are read).
     ``auto_subscribe`` and ``single_peer_connection`` are passed on to ``livekit.rtc.RoomOptions``.
     """
 
@@ -139,3 +141,4 @@ class CallOptions(_Options):
     rejoin_grace: float = Field(default=15.0, ge=0)
     auto_subscribe: bool = True
     single_peer_connection: bool = True
+    media_stall_timeout: float | None = Field(default=2.0, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
@@ -21,21 +22,20 @@ class Tasks:
         self._owner = owner
         self._logger = logger
         self._scrub = scrub
-        self._running: set[asyncio.Future[Any]] = set()
+        self._running: set[asyncio.Task[Any]] = set()
 
     def __len__(self) -> int:
         return len(self._running)
 
-    def spawn(self, work: Awaitable[_T], name: str) -> asyncio.Future[_T]:
+    def spawn(self, work: Awaitable[_T], name: str) -> asyncio.Task[_T]:
         """Run `work` (a coroutine or any awaitable) as a task named ``"<owner>: <name>"``."""
-        task = asyncio.ensure_future(work)
-        if isinstance(task, asyncio.Task):
-            task.set_name(f"{self._owner}: {name}")
+        coro = work if inspect.iscoroutine(work) else _wait(work)
+        task = asyncio.get_running_loop().create_task(coro, name=f"{self._owner}: {name}")
         self._running.add(task)
         task.add_done_callback(lambda done: self._done(done, name))
         return task
 
-    def _done(self, task: asyncio.Future[Any], name: str) -> None:
+    def _done(self, task: asyncio.Task[Any], name: str) -> None:
         self._running.discard(task)
         if task.cancelled() or (exc := task.exception()) is None:
             return
@@ -62,6 +62,10 @@ class Tasks:
             for task in stuck:
                 self._running.discard(task)
                 self._logger.warning("%s: task %r ignored its cancellation; abandoned", self._owner, task)
+
+
+async def _wait(awaitable: Awaitable[_T]) -> _T:
+    return await awaitable
 
 
 class Later:

@@ -15,6 +15,7 @@ from typing import Any
 
 from livekit import rtc
 
+from ._health import CallHealth, HealthOutput, MediaRestored, TrackResumed, TrackStalled
 from ._keeper import TokenKeeper
 from ._machine import Input, Output, SdkConnected, SdkDisconnected, SdkReconnecting
 from ._media import CallMedia
@@ -48,6 +49,7 @@ class Translator:
         slot: RoomSlot,
         media: CallMedia,
         keeper: TokenKeeper,
+        health: CallHealth,
         *,
         rejoin_grace: float,
         feed: Callable[[Input], None],
@@ -57,6 +59,7 @@ class Translator:
         self._slot = slot
         self._media = media
         self._keeper = keeper
+        self._health = health
         self._rejoin_grace = rejoin_grace
         self._feed = feed
         self._apply = apply
@@ -112,7 +115,11 @@ class Translator:
             is_local=is_local,
             quality=quality_from_sdk(participant.connection_quality),
             is_speaking=participant.identity in self._speaking,
+            media=self._health.media,
         )
+
+    def _info(self, publication: Any) -> TrackInfo:
+        return track_info_from_sdk(publication, self._health.media)
 
     def _refresh_local(self) -> None:
         room = self._slot.current
@@ -147,6 +154,7 @@ class Translator:
         self._media.subscriptions.hold()
         self.later.drop(_departure)
         self._seen_leaving.clear()
+        self._health.episode_started()
 
     def episode_ended(self) -> None:
         """The call is back: apply the real changes. Participants not in the Room and not seen leaving get
@@ -161,12 +169,17 @@ class Translator:
             self._leave_later(identity, self._rejoin_grace)
         published = [(p, track) for p in self.roster.snapshot() for track in p.tracks]
         self._apply(self._media.subscriptions.release(published))
+        local = [] if self._local is None else [track.sid for track in self._local.tracks if not track.muted]
+        remote = [track.sid for _, track in published if track.subscribed and not track.muted]
+        self._health.keep_only(local + remote)  # what went during the episode (its departures were not applied)
+        self._health.episode_ended()
 
     def left(self, participant: Participant) -> None:
         """`participant` left for real: what they sent ends before `participant_left` is emitted."""
         self.later.flush(participant.identity, keep=lambda what: what == _LEFT)
         self._apply(self._media.subscriptions.left(participant))
         self._media.left(participant.identity)
+        self._health.left(participant.identity)
 
     def lost(self, info: TrackInfo) -> None:
         """A kept local track could not be published again after a rejoin: told as unpublished."""
@@ -178,6 +191,38 @@ class Translator:
         """The call ended: nothing waits, nobody is left."""
         self.later.drop()
         self.roster.clear()
+        self._health.end()
+
+    def told_health(self, outputs: list[HealthOutput]) -> None:
+        """Emit what the media-health watch found, with fresh snapshots of the track and its participant."""
+        for out in outputs:
+            if isinstance(out, MediaRestored):
+                self._emit("media_restored", out.after)
+                continue
+            found = self._publication(out.identity, out.sid)
+            if found is None:  # gone from the Room in the meantime
+                continue
+            participant, info = found
+            if isinstance(out, TrackStalled):
+                self._emit("track_stalled", participant, info, out.reason)
+            elif isinstance(out, TrackResumed):
+                self._emit("track_resumed", participant, info, out.stalled_for)
+
+    def _publication(self, identity: str, sid: str) -> tuple[Participant, TrackInfo] | None:
+        room = self._slot.current
+        if room is None:
+            return None
+        local = room.local_participant
+        sdk = local if identity == local.identity else room.remote_participants.get(identity)
+        publication = None if sdk is None else sdk.track_publications.get(sid)
+        if publication is None:
+            return None
+        return self._store(sdk), self._info(publication)
+
+    def _watch(self, identity: str, publication: Any, track: Any) -> None:
+        if track is not None and not publication.muted:
+            video = publication.kind == rtc.TrackKind.KIND_VIDEO
+            self._health.watch(publication.sid, identity, track, video=video)
 
     # -- Room callbacks ----------------------------------------------------------------------------------------
 
@@ -230,12 +275,14 @@ class Translator:
     def _on_track_published(self, publication: Any, participant: Any) -> None:
         snap = self._store(participant)
         if not self.roster.held:
-            self._emit("track_published", snap, track_info_from_sdk(publication))
+            self._emit("track_published", snap, self._info(publication))
 
     def _on_track_unpublished(self, publication: Any, participant: Any) -> None:
-        info = track_info_from_sdk(publication)
+        info = self._info(publication)
 
         def apply() -> None:
+            if not self.roster.held:
+                self._health.unwatch(info.sid)
             snap = self._store(participant)
             self._apply(self._media.subscriptions.unsubscribed(snap, info.sid))
             self._emit("track_unpublished", snap, info)
@@ -244,14 +291,17 @@ class Translator:
 
     def _on_track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
         self._media.subscribed(participant.identity, track, publication)
+        self._watch(participant.identity, publication, track)
         snap = self._store(participant)
-        self._apply(self._media.subscriptions.subscribed(snap, track_info_from_sdk(publication)))
+        self._apply(self._media.subscriptions.subscribed(snap, self._info(publication)))
 
     def _on_track_unsubscribed(self, track: Any, publication: Any, participant: Any) -> None:
         self._media.unsubscribed(track)
         sid = publication.sid
 
         def apply() -> None:
+            if not self.roster.held:
+                self._health.unwatch(sid)
             self._apply(self._media.subscriptions.unsubscribed(self._store(participant), sid))
 
         self.later.schedule((participant.identity, ("unsubscribed", sid)), UNEXPLAINED_LEAVE_GRACE, apply)
@@ -264,13 +314,17 @@ class Translator:
     def _on_local_track_published(self, publication: Any, track: Any) -> None:
         room = self._slot.current
         if room is not None:
-            self._media.publications.published(publication, track)
-            self._emit("track_published", self._store(room.local_participant), track_info_from_sdk(publication))
+            entry = self._media.publications.published(publication, track)
+            if len(entry.sids) > 1:  # published again on a rejoin's fresh Room: the same track goes on
+                self._health.rename(entry.sids[-2], entry.sids[-1])
+            self._watch(room.local_participant.identity, publication, track)
+            self._emit("track_published", self._store(room.local_participant), self._info(publication))
 
     def _on_local_track_unpublished(self, publication: Any) -> None:
         room = self._slot.current
         if room is not None:
-            info = track_info_from_sdk(publication)
+            info = self._info(publication)
+            self._health.unwatch(info.sid)
             self._media.publications.remove(info.sid)
             self._emit("track_unpublished", self._store(room.local_participant), info)
 
@@ -278,15 +332,19 @@ class Translator:
         # The SDK's own full restart published the track again, and the server gave it a new sid: told as after a
         # rejoin, so the app knows the sid it has now.
         self._media.publications.renamed(publication, previous_sid)
+        self._health.rename(previous_sid, publication.sid)
         room = self._slot.current
         if room is not None:
-            self._emit("track_published", self._store(room.local_participant), track_info_from_sdk(publication))
+            self._watch(room.local_participant.identity, publication, publication.track)
+            self._emit("track_published", self._store(room.local_participant), self._info(publication))
 
     def _on_track_muted(self, participant: Any, publication: Any) -> None:
-        self._emit("track_muted", self._store(participant), track_info_from_sdk(publication))
+        self._health.unwatch(publication.sid)
+        self._emit("track_muted", self._store(participant), self._info(publication))
 
     def _on_track_unmuted(self, participant: Any, publication: Any) -> None:
-        self._emit("track_unmuted", self._store(participant), track_info_from_sdk(publication))
+        self._watch(participant.identity, publication, publication.track)
+        self._emit("track_unmuted", self._store(participant), self._info(publication))
 
     def _on_active_speakers(self, speakers: list[Any]) -> None:
         before = self._speaking

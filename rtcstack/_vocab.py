@@ -100,6 +100,9 @@ EventName = Literal[
     "track_subscription_failed",
     "active_speakers_changed",
     "data_received",
+    "track_stalled",
+    "track_resumed",
+    "media_restored",
 ]
 
 CONNECTION_STATES: tuple[ConnectionStateName, ...] = (
@@ -172,6 +175,9 @@ EVENT_ARGS: dict[EventName, tuple[str, ...]] = {
     "track_subscription_failed": ("participant", "track_sid", "error"),
     "active_speakers_changed": ("participants",),
     "data_received": ("data", "participant", "topic", "reliable"),
+    "track_stalled": ("participant", "track", "reason"),
+    "track_resumed": ("participant", "track", "stalled_for"),
+    "media_restored": ("after",),
 }
 EVENT_NAMES: tuple[EventName, ...] = tuple(EVENT_ARGS)
 

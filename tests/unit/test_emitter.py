@@ -444,6 +444,9 @@ ACCESSORS = {
     "track_subscription_failed": {"participant": 0, "track_sid": 1, "error": 2},
     "active_speakers_changed": {"participants": 0},
     "data_received": {"data": 0, "participant": 1, "topic": 2, "reliable": 3},
+    "track_stalled": {"participant": 0, "track": 1, "reason": 2},
+    "track_resumed": {"participant": 0, "track": 1, "stalled_for": 2},
+    "media_restored": {"after": 0},
 }
 PROPERTIES = (
     "state",
@@ -460,6 +463,8 @@ PROPERTIES = (
     "topic",
     "track_sid",
     "reliable",
+    "stalled_for",
+    "after",
 )
 
 

@@ -165,7 +165,15 @@ def test_snapshot_does_not_share_the_attributes_dict() -> None:
 
 
 def test_construct_matches_model_construct() -> None:
-    values = {"sid": "T", "name": "n", "kind": "audio", "source": "camera", "muted": True, "subscribed": False}
+    values = {
+        "sid": "T",
+        "name": "n",
+        "kind": "audio",
+        "source": "camera",
+        "muted": True,
+        "subscribed": False,
+        "media": "flowing",
+    }
     fast = _construct(TrackInfo, dict(values))
     slow = TrackInfo.model_construct(**values)  # type: ignore[arg-type]  # a dict of mixed values, as the pump has
     assert fast == slow == TrackInfo.model_validate(values)

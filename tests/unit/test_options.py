@@ -26,6 +26,7 @@ def test_defaults() -> None:
     assert options.reconnect == ReconnectPolicy()
     assert (options.token_refresh_margin, options.token_refresh_timeout) == (60.0, 10.0)
     assert options.rejoin_grace == 15.0
+    assert options.media_stall_timeout == 2.0
     assert options.auto_subscribe is True
     assert options.single_peer_connection is True
 
@@ -115,6 +116,7 @@ BAD_VALUES: list[tuple[type[CallOptions | ReconnectPolicy], str, Any]] = [
     (CallOptions, "token_refresh_margin", -1.0),
     (CallOptions, "token_refresh_timeout", 0.0),
     (CallOptions, "rejoin_grace", -1.0),
+    (CallOptions, "media_stall_timeout", 0.0),
     (CallOptions, "auto_subscribe", 1),
     (CallOptions, "single_peer_connection", "no"),
 ]

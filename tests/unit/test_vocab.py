@@ -39,7 +39,7 @@ def test_tuple_matches_literal(literal: Any, values: tuple[str, ...]) -> None:
 
 def test_vocabulary_sizes_follow_design() -> None:
     assert len(v.DISCONNECT_REASONS) == 17
-    assert len(v.EVENT_NAMES) == 21
+    assert len(v.EVENT_NAMES) == 24
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,11 @@ def test_event_args_follow_design() -> None:
     assert v.EVENT_ARGS["data_received"] == ("data", "participant", "topic", "reliable")
     assert v.EVENT_ARGS["connection_quality_changed"] == ("participant", "quality")
     assert v.EVENT_ARGS["track_subscription_failed"] == ("participant", "track_sid", "error")
-    tracks = [name for name in v.EVENT_NAMES if name.startswith("track_") and name != "track_subscription_failed"]
+    assert v.EVENT_ARGS["track_stalled"] == ("participant", "track", "reason")
+    assert v.EVENT_ARGS["track_resumed"] == ("participant", "track", "stalled_for")
+    assert v.EVENT_ARGS["media_restored"] == ("after",)
+    health = ("track_subscription_failed", "track_stalled", "track_resumed")
+    tracks = [name for name in v.EVENT_NAMES if name.startswith("track_") and name not in health]
     assert all(v.EVENT_ARGS[name] == ("participant", "track") for name in tracks)
 
 
@@ -164,4 +168,7 @@ def test_event_names_follow_the_design_table_in_order() -> None:
         "track_subscription_failed",
         "active_speakers_changed",
         "data_received",
+        "track_stalled",
+        "track_resumed",
+        "media_restored",
     )
