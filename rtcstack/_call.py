@@ -93,7 +93,9 @@ class Call(EventEmitter):
         )
         self._slot = RoomSlot(url, options, _room_factory, self._tasks)
         self._media = CallMedia(self._slot, auto_subscribe=options.auto_subscribe, tasks=self._tasks, lost=self._lost)
-        self._health = CallHealth(options.media_stall_timeout, self._stats, self._told_health, self._tasks)
+        self._health = CallHealth(
+            options.media_stall_timeout, self._stats, self._told_health, self._media_changed, self._tasks
+        )
         self._translator = Translator(
             self._slot,
             self._media,
@@ -324,6 +326,9 @@ class Call(EventEmitter):
 
     def _told_health(self, outputs: list[HealthOutput]) -> None:
         self._translator.told_health(outputs)
+
+    def _media_changed(self, identities: set[str]) -> None:
+        self._translator.refresh(identities)
 
     async def _stats(self) -> rtc.RtcStats:
         room = self._slot.current

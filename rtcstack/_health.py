@@ -405,17 +405,35 @@ class Sampler:
         return None
 
 
+class _TellingWatch(MediaWatch):
+    """A `MediaWatch` that also tells, after each sample, whose tracks' media changed (their snapshots are stale)."""
+
+    def __init__(self, stall_timeout: float, changed: Callable[[set[str]], None]) -> None:
+        super().__init__(stall_timeout)
+        self._changed = changed
+
+    def sample(self, counters: Mapping[str, Counters], now: float) -> list[HealthOutput]:
+        before = {sid: track.media for sid, track in self._tracks.items()}
+        outputs = super().sample(counters, now)
+        changed = {track.identity for sid, track in self._tracks.items() if before.get(sid) != track.media}
+        if changed:
+            self._changed(changed)
+        return outputs
+
+
 class CallHealth:
     """The media health of a call's tracks: the call's translator says which to watch (`watch`, `unwatch`...), a
     `Sampler` reads ``get_stats()`` (the Room of the moment) four times per ``timeout`` while a session runs
-    (`start`, `end`), and the watch's outputs go to ``on_outputs``. With ``timeout`` None nothing is watched or read
-    and every track's media is ``"unknown"``."""
+    (`start`, `end`), and the watch's outputs go to ``on_outputs``; ``changed`` gets the identities whose tracks'
+    media changed in a sample. With ``timeout`` None nothing is watched or read and every track's media is
+    ``"unknown"``."""
 
     def __init__(
         self,
         timeout: float | None,
         get_stats: Callable[[], Awaitable[RtcStats]],
         on_outputs: Callable[[list[HealthOutput]], None],
+        changed: Callable[[set[str]], None],
         tasks: Tasks,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -426,7 +444,7 @@ class CallHealth:
         self._watch: MediaWatch | None = None
         self._sampler: Sampler | None = None
         if timeout is not None:
-            watch = self._watch = MediaWatch(timeout)
+            watch = self._watch = _TellingWatch(timeout, changed)
             self._sampler = Sampler(
                 get_stats, self._sampled, watch, on_outputs, tasks, interval=timeout / 4, clock=clock
             )

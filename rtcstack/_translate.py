@@ -208,6 +208,17 @@ class Translator:
             elif isinstance(out, TrackResumed):
                 self._emit("track_resumed", participant, info, out.stalled_for)
 
+    def refresh(self, identities: set[str]) -> None:
+        """Take fresh snapshots of these participants (their tracks' media changed), with no event."""
+        room = self._slot.current
+        if room is None:
+            return
+        for identity in identities:
+            local = room.local_participant
+            sdk = local if identity == local.identity else room.remote_participants.get(identity)
+            if sdk is not None:
+                self._store(sdk)
+
     def _publication(self, identity: str, sid: str) -> tuple[Participant, TrackInfo] | None:
         room = self._slot.current
         if room is None:
