@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -19,42 +18,20 @@ from typing import Any, cast
 
 from livekit import rtc
 
+from . import _machine as m
 from ._emitter import EventEmitter
 from ._errors import ConfigError, ConnectError, ConnectTimeoutError, InvalidStateError
-from ._health import CallHealth, HealthOutput
+from ._health import CallHealth
 from ._keeper import TokenKeeper
-from ._machine import (
-    CallMachine,
-    ConnectFailed,
-    ConnectRequested,
-    DisconnectRequested,
-    Emit,
-    EpisodeEnded,
-    EpisodeStarted,
-    Input,
-    Left,
-    Output,
-    RejoinFailed,
-    ScheduleRejoin,
-    SdkConnected,
-    SessionStarted,
-)
-from ._media import CallMedia
+from ._media import CallMedia, check_positive, stream_source
 from ._models import Participant, TrackInfo
-from ._options import CallOptions
-from ._room import RoomLike, RoomSlot, classify_join_failure, connect_error, normalize_url
+from ._options import CallOptions, connect_budget
+from ._room import RoomLike, RoomSlot, classify_join_failure, connect_error, connect_failure, normalize_url
 from ._streams import MediaStream
 from ._tasks import Tasks
 from ._tokens import Refresher, TokenClaims, decode_token
 from ._translate import Translator
-from ._vocab import (
-    AUDIO_SOURCES,
-    TRACK_SOURCE_TO_SDK,
-    VIDEO_SOURCES,
-    ConnectionStateName,
-    DisconnectReason,
-    TrackSourceName,
-)
+from ._vocab import ConnectionStateName, DisconnectReason, TrackSourceName
 
 __all__ = ["Call", "create_call"]
 
@@ -86,16 +63,17 @@ class Call(EventEmitter):
         """Internal: use `create_call()`. The underscored arguments are for rtcstack's own tests and benchmarks."""
         super().__init__()
         self._options = options
-        self._machine = CallMachine(options.reconnect)
+        self._machine = m.CallMachine(options.reconnect)
         self._tasks = Tasks("call", logger, scrub=lambda text: self._keeper.scrub(text))
         self._keeper = TokenKeeper(
             token, _claims, token_refresher, options, clock=_clock, tasks=self._tasks, emit=self._emit
         )
         self._slot = RoomSlot(url, options, _room_factory, self._tasks)
-        self._media = CallMedia(self._slot, auto_subscribe=options.auto_subscribe, tasks=self._tasks, lost=self._lost)
-        self._health = CallHealth(
-            options.media_stall_timeout, self._stats, self._told_health, self._media_changed, self._tasks
-        )
+        self._translator: Translator  # made last: the parts before it tell it their news
+        lost, told = (lambda i: self._translator.lost(i)), (lambda o: self._translator.told_health(o))
+        self._media = CallMedia(self._slot, auto_subscribe=options.auto_subscribe, tasks=self._tasks, lost=lost)
+        changed = lambda identities: self._translator.refresh(identities)  # noqa: E731  (named for the line below)
+        self._health = CallHealth(options.media_stall_timeout, self._slot.stats, told, changed, self._tasks)
         self._translator = Translator(
             self._slot,
             self._media,
@@ -172,12 +150,8 @@ class Call(EventEmitter):
         On failure, timeout or cancellation the call ends in `"disconnected"` and its Room is closed in the
         background; `disconnect()` waits for that.
         """
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
-        ):
-            raise ConfigError("timeout must be a positive, finite number of seconds")
-        budget = self._options.connect_timeout if timeout is None else timeout
-        self._feed(ConnectRequested())
+        budget = connect_budget(timeout, self._options.connect_timeout)
+        self._feed(m.ConnectRequested())
         waiter = self._connect_waiter = asyncio.get_running_loop().create_future()
         job = self._tasks.spawn(self._establish(budget), "connect")
         connected = False
@@ -189,9 +163,9 @@ class Call(EventEmitter):
             waiter.cancel()
             timed_out = isinstance(exc, asyncio.TimeoutError)
             reason: DisconnectReason = "connect_timeout" if timed_out else "cancelled"
-            self._feed(ConnectFailed(reason))
+            self._feed(m.ConnectFailed(reason))
             if self._machine.state != "disconnected":  # the Room connected in this same instant: end it all the same
-                self._feed(DisconnectRequested(reason))
+                self._feed(m.DisconnectRequested(reason))
             if timed_out:
                 raise ConnectTimeoutError(f"connect did not finish within {budget:g} s") from None
             raise
@@ -208,35 +182,20 @@ class Call(EventEmitter):
             await self._join(budget)
         except Exception as exc:  # our own token errors, the SDK's, and any it does not document: fail now
             reason, _ = classify_join_failure(exc, token_expired=self._keeper.expired(), can_refresh=False)
-            if isinstance(exc, ConnectError):
-                error = exc
-            else:
-                text = self._keeper.scrub(str(exc))
-                sdk = isinstance(exc, rtc.ConnectError)
-                error = connect_error(
-                    reason,
-                    f"connect failed ({reason}): {text}" if sdk else f"connect failed: {type(exc).__name__}: {text}",
-                )
-                error.__cause__ = exc
-            self._fail_waiter(error)
-            self._feed(ConnectFailed(reason))
+            self._fail_waiter(connect_failure(exc, reason, self._keeper.scrub))
+            self._feed(m.ConnectFailed(reason))
 
     async def _join(self, budget: float) -> None:
         """Join with a fresh Room: the first connect, and every rejoin."""
         token = await self._keeper.for_join()
         self._media.opening()
-        room = await self._slot.open(token, budget, self._handlers_of_room)
-        if room is self._slot.current and not self._slot.reconnecting:
-            # The Room is connected when connect() returns; its CONN_CONNECTED event comes later, behind the FFI
-            # events of every Room in the process (~1 ms alone, tens of ms with 10 connecting), and is then a no-op.
-            # The Room's event task starts inside connect() and may run before this line: a reconnect it reported
-            # meanwhile goes on, and ends with the Room's own CONN_CONNECTED.
-            self._feed(SdkConnected())
+        if await self._slot.open(token, budget, self._handlers_of_room):
+            self._feed(m.SdkConnected())
 
     async def disconnect(self) -> None:
         """Leave the call (reason `"client_initiated"`); idempotent. Returns when nothing of it is running."""
         if self._machine.state not in ("idle", "disconnected"):
-            self._feed(DisconnectRequested())
+            self._feed(m.DisconnectRequested())
         await self._tasks.wait()
         await self._aclose_handlers(self._options.connect_timeout)
 
@@ -285,14 +244,12 @@ class Call(EventEmitter):
         the participant leaves, the call ends, or on `aclose()`. Raises `ConfigError` for bad arguments and
         `InvalidStateError` once the call has ended.
         """
-        for name, value in (("sample_rate", sample_rate), ("num_channels", num_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"{name} must be a positive int, not {value!r}")
+        check_positive(sample_rate=sample_rate, num_channels=num_channels)
 
         def open_stream(track: Any) -> rtc.AudioStream:
             return rtc.AudioStream.from_track(track=track, sample_rate=sample_rate, num_channels=num_channels)
 
-        return self._follow(identity, source, AUDIO_SOURCES, rtc.TrackKind.KIND_AUDIO, open_stream)
+        return self._follow(identity, source, rtc.TrackKind.KIND_AUDIO, open_stream)
 
     def video_stream(self, identity: str, source: TrackSourceName = "camera") -> MediaStream[rtc.VideoFrameEvent]:
         """Frames of `identity`'s video track of `source` (`rtc.VideoFrameEvent`), like `audio_stream`."""
@@ -300,20 +257,13 @@ class Call(EventEmitter):
         def open_stream(track: Any) -> rtc.VideoStream:
             return rtc.VideoStream.from_track(track=track)
 
-        return self._follow(identity, source, VIDEO_SOURCES, rtc.TrackKind.KIND_VIDEO, open_stream)
+        return self._follow(identity, source, rtc.TrackKind.KIND_VIDEO, open_stream)
 
-    def _follow(
-        self, identity: str, source: str, allowed: tuple[str, ...], kind: int, open_stream: Callable[[Any], Any]
-    ) -> MediaStream[Any]:
-        if not isinstance(identity, str) or not identity:
-            raise ConfigError("identity must be a non-empty string")
-        if identity == self.identity:
-            raise ConfigError(f"{identity!r} is the local participant; streams follow remote participants")
-        if source not in allowed:
-            raise ConfigError(f"source must be one of {', '.join(allowed)}, not {source!r}")
+    def _follow(self, identity: str, source: str, kind: int, open_stream: Callable[[Any], Any]) -> MediaStream[Any]:
+        sdk_source = stream_source(identity, source, kind, local=self.identity)
         if self._machine.state == "disconnected":
             raise InvalidStateError("the call has ended")
-        return self._media.follow(identity, TRACK_SOURCE_TO_SDK[cast(TrackSourceName, source)], kind, open_stream)
+        return self._media.follow(identity, sdk_source, kind, open_stream)
 
     def _live_room(self, method: str) -> RoomLike:
         room = self._slot.current
@@ -321,48 +271,32 @@ class Call(EventEmitter):
             raise InvalidStateError(f"{method}() needs a connected call, not {self._machine.state}")
         return room
 
-    def _lost(self, info: TrackInfo) -> None:
-        self._translator.lost(info)
-
-    def _told_health(self, outputs: list[HealthOutput]) -> None:
-        self._translator.told_health(outputs)
-
-    def _media_changed(self, identities: set[str]) -> None:
-        self._translator.refresh(identities)
-
-    async def _stats(self) -> rtc.RtcStats:
-        room = self._slot.current
-        if room is None:
-            raise InvalidStateError("no Room between rejoins")
-        return await room.get_rtc_stats()
-
     # -- the pump ----------------------------------------------------------------------------------------------
 
-    def _feed(self, event: Input) -> None:
+    def _feed(self, event: m.Input) -> None:
         self._apply(self._machine.handle(event))
 
-    def _apply(self, outputs: Iterable[Output]) -> None:
+    def _apply(self, outputs: Iterable[m.Output]) -> None:
         for out in outputs:
-            if isinstance(out, Emit):
+            if isinstance(out, m.Emit):
                 self._emit(out.name, *out.args)
-            elif isinstance(out, Left):
+            elif isinstance(out, m.Left):
                 self._translator.left(out.participant)
-                self._emit("participant_left", out.participant)
-            elif isinstance(out, ScheduleRejoin):
+            elif isinstance(out, m.ScheduleRejoin):
                 running = self._rejoin_task
                 if running is not None and running is not asyncio.current_task():
                     running.cancel()
                 self._rejoin_task = self._tasks.spawn(self._rejoin(out), f"rejoin attempt {out.attempt}")
-            elif isinstance(out, SessionStarted):
+            elif isinstance(out, m.SessionStarted):
                 self._media.watch_publishes()
                 self._translator.session_started()
                 self._media.connected()
                 self._health.start()
                 if self._connect_waiter is not None and not self._connect_waiter.done():
                     self._connect_waiter.set_result(None)
-            elif isinstance(out, EpisodeStarted):
+            elif isinstance(out, m.EpisodeStarted):
                 self._translator.episode_started()
-            elif isinstance(out, EpisodeEnded):
+            elif isinstance(out, m.EpisodeEnded):
                 self._media.watch_publishes()
                 self._translator.episode_ended()
                 self._media.settled()
@@ -383,18 +317,18 @@ class Call(EventEmitter):
         if self._connect_waiter is not None and not self._connect_waiter.done():
             self._connect_waiter.set_exception(error)
 
-    async def _rejoin(self, step: ScheduleRejoin) -> None:
+    async def _rejoin(self, step: m.ScheduleRejoin) -> None:
         logger.debug("rejoin attempt %d in %.3f s", step.attempt, step.delay)
         await asyncio.sleep(step.delay)
         try:
             await self._join(self._options.connect_timeout)
         except Exception as exc:
-            expired = self._keeper.expired()
-            reason, transient = classify_join_failure(exc, token_expired=expired, can_refresh=self._keeper.can_refresh)
+            expired, can_refresh = self._keeper.expired(), self._keeper.can_refresh
+            reason, transient = classify_join_failure(exc, token_expired=expired, can_refresh=can_refresh)
             if reason == "unknown":
                 text = self._keeper.scrub(str(exc))
                 logger.warning("rejoin attempt %d failed: %s: %s", step.attempt, type(exc).__name__, text)
-            self._feed(RejoinFailed(reason, transient, time.monotonic()))
+            self._feed(m.RejoinFailed(reason, transient, time.monotonic()))
 
 
 def create_call(

@@ -24,8 +24,17 @@ from ._models import Participant, TrackInfo, track_info_from_sdk
 from ._room import RoomLike, RoomSlot
 from ._streams import MediaStream
 from ._tasks import Tasks
+from ._vocab import AUDIO_SOURCES, TRACK_SOURCE_TO_SDK, VIDEO_SOURCES
 
-__all__ = ["CallMedia", "LocalPublications", "Published", "Subscriptions", "options_from_publication"]
+__all__ = [
+    "CallMedia",
+    "LocalPublications",
+    "Published",
+    "Subscriptions",
+    "check_positive",
+    "options_from_publication",
+    "stream_source",
+]
 
 logger = logging.getLogger("rtcstack")
 
@@ -40,6 +49,26 @@ _CODECS = {
     "video/av1": rtc.VideoCodec.AV1,
     "video/h265": rtc.VideoCodec.H265,
 }
+
+
+def check_positive(**values: object) -> None:
+    """`ConfigError` unless every value is a positive int (a stream's sample rate and channels)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive int, not {value!r}")
+
+
+def stream_source(identity: object, source: object, kind: int, *, local: str) -> int:
+    """The SDK's source for a stream of `identity`'s track of `source` and `kind`, or `ConfigError`: a stream follows
+    a remote participant, and an audio (video) stream an audio (video) source."""
+    if not isinstance(identity, str) or not identity:
+        raise ConfigError("identity must be a non-empty string")
+    if identity == local:
+        raise ConfigError(f"{identity!r} is the local participant; streams follow remote participants")
+    allowed = AUDIO_SOURCES if kind == rtc.TrackKind.KIND_AUDIO else VIDEO_SOURCES
+    if source not in allowed:
+        raise ConfigError(f"source must be one of {', '.join(allowed)}, not {source!r}")
+    return TRACK_SOURCE_TO_SDK[source]
 
 
 def options_from_publication(publication: Any) -> rtc.TrackPublishOptions:

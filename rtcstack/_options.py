@@ -9,6 +9,7 @@ pydantic defines as taking trusted values unchecked, does not validate.
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ._errors import ConfigError
 from ._vocab import DisconnectReason
 
-__all__ = ["CallOptions", "ReconnectPolicy"]
+__all__ = ["CallOptions", "ReconnectPolicy", "connect_budget"]
 
 _random = random.Random()
 _O = TypeVar("_O", bound="_Options")
@@ -142,3 +143,13 @@ class CallOptions(_Options):
     auto_subscribe: bool = True
     single_peer_connection: bool = True
     media_stall_timeout: float | None = Field(default=2.0, gt=0)
+
+
+def connect_budget(timeout: object, default: float) -> float:
+    """The deadline of one `connect()`: `timeout`, or `default` when it is None; `ConfigError` unless positive and
+    finite."""
+    if timeout is None:
+        return default
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
+        raise ConfigError("timeout must be a positive, finite number of seconds")
+    return float(timeout)

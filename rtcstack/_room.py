@@ -34,6 +34,7 @@ __all__ = [
     "classify_connect_error",
     "classify_join_failure",
     "connect_error",
+    "connect_failure",
     "normalize_url",
 ]
 
@@ -139,6 +140,19 @@ def connect_error(reason: DisconnectReason, message: str) -> ConnectError:
     return ConnectError(message, reason=reason)
 
 
+def connect_failure(exc: Exception, reason: DisconnectReason, scrub: Callable[[str], str]) -> ConnectError:
+    """What `connect()` raises for a first join that failed with `exc` (our own `ConnectError` as it is)."""
+    if isinstance(exc, ConnectError):
+        return exc
+    text = scrub(str(exc))
+    sdk = isinstance(exc, rtc.ConnectError)
+    error = connect_error(
+        reason, f"connect failed ({reason}): {text}" if sdk else f"connect failed: {type(exc).__name__}: {text}"
+    )
+    error.__cause__ = exc
+    return error
+
+
 class RoomSlot:
     """The call's Room: a fresh one for each join, with the call's handlers bound, retired in the background.
 
@@ -185,9 +199,16 @@ class RoomSlot:
             connect_timeout=min(budget, _SDK_ATTEMPT_TIMEOUT),
         )
 
-    async def open(self, token: str, budget: float, handlers: Mapping[str, Callable[..., None]]) -> RoomLike:
+    async def open(self, token: str, budget: float, handlers: Mapping[str, Callable[..., None]]) -> bool:
         """Make a fresh Room the current one, bind `handlers` (SDK event name -> callback, each called only while
-        that Room is `current`) and connect it within `budget` seconds; on any failure it is retired."""
+        that Room is `current`) and connect it within `budget` seconds; on any failure it is retired.
+
+        True when the call is to take it as connected now. The Room is connected when its connect() returns; its
+        CONN_CONNECTED event comes later, behind the FFI events of every Room in the process (~1 ms alone, tens of
+        ms with 10 connecting), and is then a no-op. The Room's event task starts inside connect() and may run
+        before it returns: a reconnect it reported meanwhile goes on, and ends with the Room's own CONN_CONNECTED
+        (False).
+        """
         room = self._factory()
         self._current = self._last = room
         self._reconnecting = False
@@ -203,7 +224,7 @@ class RoomSlot:
         finally:
             if self._connecting is task:
                 self._connecting = None
-        return room
+        return self._current is room and not self._reconnecting
 
     def retire(self) -> None:
         """Close the current Room in the background (after its connect, if one still runs) and forget it."""
@@ -213,6 +234,13 @@ class RoomSlot:
         self._current = None
         self._connecting = None
         self._tasks.spawn(self._close(room, connecting, 3 * self._budget + _SDK_CONNECT_GRACE), "close a Room")
+
+    async def stats(self) -> rtc.RtcStats:
+        """The current Room's RTC stats (`LookupError` between Rooms)."""
+        room = self._current
+        if room is None:
+            raise LookupError("no Room between rejoins")
+        return await room.get_rtc_stats()
 
     @staticmethod
     async def _close(room: RoomLike, connecting: asyncio.Future[None] | None, bound: float) -> None:

@@ -175,11 +175,12 @@ class Translator:
         self._health.episode_ended()
 
     def left(self, participant: Participant) -> None:
-        """`participant` left for real: what they sent ends before `participant_left` is emitted."""
+        """`participant` left for real: what they sent ends, then `participant_left` is emitted."""
         self.later.flush(participant.identity, keep=lambda what: what == _LEFT)
         self._apply(self._media.subscriptions.left(participant))
         self._media.left(participant.identity)
         self._health.left(participant.identity)
+        self._emit("participant_left", participant)
 
     def lost(self, info: TrackInfo) -> None:
         """A kept local track could not be published again after a rejoin: told as unpublished."""

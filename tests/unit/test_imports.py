@@ -44,8 +44,8 @@ def _imports(name: str, path: Path, modules: Iterable[str]) -> set[str]:
                 target = f"{base}.{node.module}" if node.module else base
             else:
                 target = node.module or ""
-            found.add(target)
-            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from . import _call`
+            submodules = {f"{target}.{alias.name}" for alias in node.names} & known  # `from . import _machine`
+            found.update(submodules or {target})
     return {module for module in found if module in known and module != name}
 
 
