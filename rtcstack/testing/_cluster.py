@@ -200,6 +200,11 @@ class LiveKitCluster(BaseServer):
         return self._log_dir
 
     @property
+    def redis_address(self) -> str:
+        """``host:port`` of the redis-server the nodes share (known once started)."""
+        return f"127.0.0.1:{self._redis_port}"
+
+    @property
     def live_nodes(self) -> list[int]:
         """The indexes of the nodes whose process runs."""
         return [index for index, (process, _) in enumerate(self._nodes) if process.running]

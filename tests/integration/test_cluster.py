@@ -199,7 +199,7 @@ async def test_close_leaves_no_process_and_the_front_sends_only_to_live_nodes(tm
     try:
         nodes = processes_with(cluster.api_secret)  # their config, with the keys, is in their environment
         assert len(nodes) == 2 and cluster.live_nodes == [0, 1]
-        (redis,) = processes_with(f"redis-server 127.0.0.1:{cluster._redis_port}")  # its title
+        (redis,) = processes_with(f"redis-server {cluster.redis_address}")  # its title
         with pytest.raises(LookupError):
             await cluster.node_of("nowhere")
         with pytest.raises(ValueError, match="no node 2"):
