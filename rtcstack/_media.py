@@ -427,7 +427,9 @@ class CallMedia:
                     self.publications.published(publication, entry.track)
 
     def end(self) -> None:
-        """The call ended: every stream ends, nothing is kept."""
+        """The call ended: every stream ends, nothing is kept, nothing is published again."""
+        if self._republishing is not None:
+            self._republishing.cancel()  # the SDK's publish may never return once the app closed the track
         for stream in list(self._followers):
             stream._end()
         self.publications.clear()

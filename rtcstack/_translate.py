@@ -158,7 +158,9 @@ class Translator:
 
     def episode_ended(self) -> None:
         """The call is back: apply the real changes. Participants not in the Room and not seen leaving get
-        `rejoin_grace` to return."""
+        `rejoin_grace` to return. Track departures the SDK reported while away are moot: what the Room has now is
+        compared with what the app was told."""
+        self.later.drop(_departure)
         self._refresh_local()
         current = self.present()
         present = {p.identity for p in current}
@@ -169,7 +171,7 @@ class Translator:
             self._leave_later(identity, self._rejoin_grace)
         published = [(p, track) for p in self.roster.snapshot() for track in p.tracks]
         self._apply(self._media.subscriptions.release(published))
-        local = [] if self._local is None else [track.sid for track in self._local.tracks if not track.muted]
+        local = [entry.sids[-1] for entry in self._media.publications.kept()]  # published again on a fresh Room
         remote = [track.sid for _, track in published if track.subscribed and not track.muted]
         self._health.keep_only(local + remote)  # what went during the episode (its departures were not applied)
         self._health.episode_ended()
@@ -184,6 +186,7 @@ class Translator:
 
     def lost(self, info: TrackInfo) -> None:
         """A kept local track could not be published again after a rejoin: told as unpublished."""
+        self._health.unwatch(info.sid)
         room = self._slot.current
         if room is not None:
             self._emit("track_unpublished", self._store(room.local_participant), info)
