@@ -208,14 +208,12 @@ async def test_with_the_watch_off_no_stats_are_read(
 
     monkeypatch.setattr(rtc.Room, "get_rtc_stats", counted)
     alice, bob = await pair(make_call, media_stall_timeout=None)
-    subscribed = expect(alice, "track_subscribed")
+    carol = make_call("carol", options=FAST)  # watches beside them: what she sees, alice and bob had as long to read
+    await carol.connect()
     async with publishing(bob.room) as (_, _, camera):
-        await subscribed
-        camera.feeding.clear()
-        # carol watches beside them: once she saw bob's camera stall, alice and bob had as long to read stats
-        carol = make_call("carol", options=FAST)
+        await flowing(carol, "bob", "camera")
         stalled = expect(carol, "track_stalled")
-        await carol.connect()
+        camera.feeding.clear()
         await within("carol seeing bob's camera stall", stalled)
         assert carol.room in read_by and alice.room not in read_by and bob.room not in read_by
         await round_trip(bob, alice)
