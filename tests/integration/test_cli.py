@@ -217,6 +217,21 @@ async def test_watch_json_prints_one_object_per_event(server: LoopbackServer, cl
     assert server.participants("demo") == ["agent"]
 
 
+async def test_watch_json_tells_a_stall_and_its_resumption(server: LoopbackServer, cli: Start) -> None:
+    await server.add_participant("demo", "bob", audio="tone:440")
+    watch = await cli("watch", server.url, "--room", "demo", "--identity", "watcher", "--json", env=credentials(server))
+    await watch.line(lambda raw: b'"event":"track_subscribed"' in raw)
+    await server.stall_media("bob", "microphone")
+    stalled = json.loads(await watch.line(lambda raw: b'"event":"track_stalled"' in raw))
+    assert (stalled["identity"], stalled["reason"], stalled["track"]["source"]) == ("bob", "no_packets", "microphone")
+    await server.resume_media("bob", "microphone")
+    resumed = json.loads(await watch.line(lambda raw: b'"event":"track_resumed"' in raw))
+    assert resumed["identity"] == "bob" and resumed["stalled_for"] > 0
+    await server.leave("watcher", reason="participant_removed")
+    status, _, err = await watch.finish()
+    assert (status, err) == (0, b"")
+
+
 async def test_watch_with_a_token_never_prints_it(server: LoopbackServer, cli: Start) -> None:
     token = server.token("viewer", room="lobby")
     watch = await cli("watch", server.url + "/?access_token=" + token, "--token", token, "--plain", env=cli_env())
