@@ -15,13 +15,14 @@ from ._cluster import CLUSTER
 from ._common import Bench, Context, log
 from ._connect import CONNECT, CROWD
 from ._events import EVENTS, ROSTER
+from ._health import HEALTH
 from ._media import MEDIA
 from ._recovery import EXPIRED, RESUME
 from ._report import Row, environment, render, table
 from ._serve import SERVERS
 from ._sfu import SFU
 
-BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU, CLUSTER)
+BENCHES: tuple[Bench, ...] = (CONNECT, RESUME, EXPIRED, MEDIA, EVENTS, ROSTER, CALLS, CROWD, SFU, HEALTH, CLUSTER)
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = {"loopback": ROOT / "BENCHMARKS.md", "livekit": ROOT / "BENCHMARKS-livekit.md"}
 

@@ -9,10 +9,10 @@ import time
 from livekit import rtc
 
 from rtcstack import create_call
-from rtcstack.testing import LiveKitCluster
+from rtcstack.testing import LiveKitCluster, audio_track
 
 from ._common import Bench, Context, log, order
-from ._media import MIC, Frames, _listen, _tone
+from ._media import MIC, Frames, _listen
 from ._report import Row, Target
 
 __all__ = ["CLUSTER"]
@@ -43,7 +43,7 @@ async def _run(sides: tuple[str, str]) -> dict[str, tuple[float, float]]:
         call.on("reconnected", lambda: _stamp(back["rtcstack"]))
         bob.on("reconnected", lambda: _stamp(back["raw"]))
         try:
-            async with _tone() as first, _tone() as second:
+            async with audio_track("tone:440", name="mic") as first, audio_track("tone:440", name="mic") as second:
                 # follower, publisher, follower, publisher: the front's round robin gives alice and bob the same
                 # path to the room's node (through it, or relayed by the other), and both publishers the other one
                 for side in sides:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from livekit import rtc
 
 from rtcstack import Call, CallOptions
-from rtcstack._call import normalize_url
+from rtcstack._room import normalize_url
 from rtcstack._tokens import decode_token
 
 from ._report import Row

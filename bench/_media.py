@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from livekit import rtc
 
 from rtcstack import CallOptions, ReconnectPolicy, create_call
-from rtcstack.testing import LoopbackServer
+from rtcstack.testing import LoopbackServer, audio_track
 
 from ._common import Bench, Context, log, order
 from ._report import Row, Target
@@ -63,28 +63,6 @@ class Frames:
 
 
 @contextlib.asynccontextmanager
-async def _tone() -> AsyncIterator[rtc.LocalAudioTrack]:
-    source = rtc.AudioSource(48000, 1)
-    track = rtc.LocalAudioTrack.create_audio_track("mic", source)
-
-    async def play() -> None:
-        frame = rtc.AudioFrame.create(48000, 1, 480)
-        for i in range(480):
-            frame.data[i] = 4000 if i % 48 < 24 else -4000
-        while True:
-            await source.capture_frame(frame)
-
-    player = asyncio.create_task(play())
-    try:
-        yield track
-    finally:
-        player.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await player
-        await source.aclose()
-
-
-@contextlib.asynccontextmanager
 async def _caller(server: AnyServer, room_name: str) -> AsyncIterator[None]:
     """A participant "caller" in ``room_name`` publishing a tone: synthetic on LoopbackServer, else a Room."""
     if isinstance(server, LoopbackServer):
@@ -96,7 +74,7 @@ async def _caller(server: AnyServer, room_name: str) -> AsyncIterator[None]:
         return
     room = rtc.Room()
     try:
-        async with _tone() as track:
+        async with audio_track("tone:440", name="mic") as track:
             await room.connect(server.url, server.token("caller", room=room_name))
             await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))
             yield
@@ -153,7 +131,7 @@ async def _facade_run(server: AnyServer, run: int) -> tuple[float, float, float,
     tasks: set[asyncio.Task[None]] = set()
     _listen(ear, "alice", heard, tasks)
     try:
-        async with _caller(server, room_name), _tone() as track:
+        async with _caller(server, room_name), audio_track("tone:440", name="mic") as track:
             await call.connect()
             await ear.connect(server.url, server.token("ear", room=room_name))
             await call.publish_track(track, rtc.TrackPublishOptions(source=MIC))
@@ -197,7 +175,7 @@ async def _raw_run(server: AnyServer, run: int) -> tuple[float, float, float, fl
     _listen(ear, "bob", heard, tasks)
     _listen(bob, "caller", followed, tasks)
     try:
-        async with _caller(server, room_name), _tone() as track:
+        async with _caller(server, room_name), audio_track("tone:440", name="mic") as track:
             await bob.connect(server.url, server.token("bob", room=room_name))
             await ear.connect(server.url, server.token("ear", room=room_name))
             await bob.local_participant.publish_track(track, rtc.TrackPublishOptions(source=MIC))

@@ -64,7 +64,7 @@ def _runtime_seconds() -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-async def _quiet() -> float:
+async def quiet() -> float:
     """Wait until the SDK's runtime uses under 20% of a core over a window; returns the seconds waited.
 
     After many concurrent connects it stays busy for a while (~20 s at 100% of a core after 50), rtcstack or not;
@@ -112,7 +112,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 
     try:
         timings = await asyncio.gather(*(connect(token) for token in spec["tokens"]))
-        quiet_s = await _quiet() if spec["idle"] > 0 else 0.0
+        quiet_s = await quiet() if spec["idle"] > 0 else 0.0
         await _settle()
         after = _probe()
         cpu_s = wall_s = 0.0

@@ -1,6 +1,6 @@
 """`rtcstack demo`: a real call on an embedded LoopbackServer, through a scripted story, shown live.
 
-The story has five steps; each makes the server do something and waits (with a timeout) for the events a person
+The story has six steps; each makes the server do something and waits (with a timeout) for the events a person
 would expect the call to show:
 
 a. quality drop: the server reports poor quality for you and the agent, then a recovery;
@@ -11,7 +11,10 @@ d. token expiry: the call's first token is short-lived; it enters the refresh ma
    refresher mints a new one (``token_refreshed``); once the first token is past its expiry the server drops the
    call with a leave that allows no resume, and the call's rejoin with a fresh Room (``reconnecting`` ...
    ``reconnected``) works with the refreshed token;
-e. room deleted: the call ends with ``disconnected (room_deleted)``.
+e. media stall: the server stops forwarding the agent's audio (without unpublish or mute); the call's media-health
+   watch tells ``track_stalled`` and, once the server forwards it again, ``track_resumed`` (the demo's call has a
+   short ``media_stall_timeout``, so this takes about 2 s);
+f. room deleted: the call ends with ``disconnected (room_deleted)``.
 
 On Linux the demo first moves into a private network namespace (`reexec_in_netns`): libwebrtc ignores ``lo``, so
 the media needs another interface, and the demo should touch no real network.
@@ -75,7 +78,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("b", "a participant joins and leaves"),
     ("c", "signal drop and resume"),
     ("d", "token expiry, refresh and rejoin"),
-    ("e", "room deleted"),
+    ("e", "the agent's audio stalls and resumes"),
+    ("f", "room deleted"),
 )
 LIVE_PACE = 1.5
 """Seconds each change stays on screen in the live view (the plain view does not wait)."""
@@ -84,6 +88,8 @@ PAUSES_BEFORE_STEP_D = 7
 STEP_TIMEOUT = 15.0
 """Upper bound for one expected event (a resume takes about 3 s)."""
 REFRESH_MARGIN = 3.0
+MEDIA_STALL_TIMEOUT = 1.0
+"""The call's ``media_stall_timeout``: shorter than the default 2 s, so step e does not keep a person waiting."""
 FIRST_TOKEN_LEAD = 6.0
 """The first token expires this long after it enters the refresh margin (about when step d starts)."""
 
@@ -292,6 +298,30 @@ async def _step_d(story: Story) -> str:
 
 async def _step_e(story: Story) -> str:
     server, recorder = story.server, story.recorder
+    told = [
+        n
+        for n, e in enumerate(recorder.events)
+        if e.name in ("track_stalled", "track_resumed") and e.participant and e.participant.identity == AGENT
+    ]
+    if told and recorder.events[told[-1]].name == "track_stalled":  # still without media since the rejoin
+        await recorder.wait(f"track_resumed for {AGENT}", matches("track_resumed", AGENT), since=told[-1])
+    since = recorder.mark()
+    await server.stall_media(AGENT, "microphone")
+    stalled = await recorder.wait(
+        f"track_stalled for {AGENT}'s microphone", matches("track_stalled", AGENT), since=since
+    )
+    await story.pause()
+    since = recorder.mark()
+    await server.resume_media(AGENT, "microphone")
+    resumed = await recorder.wait(
+        f"track_resumed for {AGENT}'s microphone", matches("track_resumed", AGENT), since=since
+    )
+    reason = (stalled.reason or "").replace("_", " ")
+    return f"{AGENT}'s microphone stalled ({reason}) and resumed after {resumed.stalled_for or 0.0:.1f} s"
+
+
+async def _step_f(story: Story) -> str:
+    server, recorder = story.server, story.recorder
     since = recorder.mark()
     await server.delete_room(ROOM)
     await recorder.wait("disconnected (room_deleted)", matches("disconnected", reason="room_deleted"), since=since)
@@ -304,6 +334,7 @@ _STEP_RUNNERS: dict[str, Callable[[Story], Awaitable[str]]] = {
     "c": _step_c,
     "d": _step_d,
     "e": _step_e,
+    "f": _step_f,
 }
 
 
@@ -320,7 +351,7 @@ async def _play(story: Story) -> None:
     except ConnectError as exc:
         raise CliError(f"the demo call could not connect to {server.url}: {exc}") from None
     since = recorder.mark()
-    await server.add_participant(ROOM, AGENT, name="Agent", kind="agent")
+    await server.add_participant(ROOM, AGENT, name="Agent", kind="agent", audio="tone:440")
     try:
         await recorder.wait(f"participant_joined for {AGENT}", matches("participant_joined", AGENT), since=since)
     except StepFailed as exc:
@@ -367,7 +398,10 @@ async def _demo(args: argparse.Namespace) -> int:
     pace = LIVE_PACE if live else 0.0
     first = server.token(ME, room=ROOM, ttl=REFRESH_MARGIN + FIRST_TOKEN_LEAD + PAUSES_BEFORE_STEP_D * pace)
     call = create_call(
-        server.url, first, token_refresher=refresher, options=CallOptions(token_refresh_margin=REFRESH_MARGIN)
+        server.url,
+        first,
+        token_refresher=refresher,
+        options=CallOptions(token_refresh_margin=REFRESH_MARGIN, media_stall_timeout=MEDIA_STALL_TIMEOUT),
     )
     where = "a private network namespace" if os.environ.get("RTCSTACK_NETNS") else "the host network"
     view: View

@@ -185,12 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Start a LoopbackServer, join a call and a synthetic agent, and play a story\n"
-            "while the call's state, roster and qualities are shown live:\n"
+            "while the call's state, roster, qualities and media are shown live:\n"
             "  a. quality drop\n"
             "  b. a participant joins and leaves\n"
             "  c. signal drop and resume\n"
             "  d. token expiry with a refresher, and a rejoin\n"
-            "  e. room deleted\n"
+            "  e. the agent's audio stalls and resumes\n"
+            "  f. room deleted\n"
             "Each step waits for the events it expects. On Linux the demo runs in a\n"
             "private network namespace when it can, so it needs no network."
         ),

@@ -26,8 +26,8 @@ from datetime import datetime, timezone
 from typing import Literal, Protocol, TextIO
 
 from .._emitter import CallEvent
-from .._models import Participant
-from .._vocab import ConnectionStateName, DisconnectReason, QualityName
+from .._models import Participant, TrackInfo
+from .._vocab import ConnectionStateName, DisconnectReason, MediaHealthName, QualityName
 
 __all__ = [
     "CallState",
@@ -63,6 +63,12 @@ _QUALITY_STYLE: dict[QualityName, str] = {
     "poor": _YELLOW,
     "lost": _RED,
     "unknown": _DIM,
+}
+_MEDIA_STYLE: dict[MediaHealthName | Literal["muted"], str] = {
+    "flowing": _GREEN,
+    "stalled": _RED,
+    "unknown": _DIM,
+    "muted": _DIM,
 }
 _STATE_STYLE: dict[ConnectionStateName, str] = {
     "idle": _DIM,
@@ -125,6 +131,12 @@ def _who(participant: Participant | None) -> str:
     return f"{participant.identity} (you)" if participant.is_local else participant.identity
 
 
+def _whose(participant: Participant | None, track: TrackInfo | None) -> str:
+    """``bob's microphone``, ``your camera``: a track by its owner and source."""
+    owner = "your" if participant is not None and participant.is_local else f"{_who(participant)}'s"
+    return f"{owner} {track.source if track is not None else 'track'}"
+
+
 def _when(at: datetime, now: datetime) -> str:
     return f"{at.astimezone().strftime('%H:%M:%S')}, in {format_left((at - now).total_seconds())}"
 
@@ -161,6 +173,13 @@ def event_text(event: CallEvent, now: datetime) -> str | None:
         return f"quality {who}: {event.quality}"
     if name == "track_subscription_failed":
         return f"{who} track {event.track_sid} could not be subscribed: {event.error}"
+    if name == "track_stalled":
+        reason = (event.reason or "unknown").replace("_", " ")
+        return f"{_whose(event.participant, event.track)} stalled ({reason})"
+    if name == "track_resumed":
+        return f"{_whose(event.participant, event.track)} resumed after {event.stalled_for or 0.0:.1f} s"
+    if name == "media_restored":
+        return f"media restored {event.after or 0.0:.1f} s after the reconnect"
     if name.startswith("track_"):
         track = event.track
         what = f"{track.source} {track.kind} {track.name!r}" if track is not None else "a track"
@@ -204,6 +223,12 @@ def event_record(event: CallEvent, call: CallState | None = None) -> dict[str, o
     elif event.name == "track_subscription_failed":
         record["track_sid"] = event.track_sid
         record["error"] = str(event.error)
+    elif event.name == "track_stalled":
+        record["reason"] = event.reason
+    elif event.name == "track_resumed":
+        record["stalled_for"] = event.stalled_for
+    elif event.name == "media_restored":
+        record["after"] = event.after
     elif event.name == "active_speakers_changed":
         record["identities"] = [p.identity for p in event.participants or []]
     elif event.name == "data_received":
@@ -247,13 +272,18 @@ def _state_line(call: CallState, now: datetime) -> PanelLine:
 
 
 def _participant_line(participant: Participant, width: int) -> PanelLine:
+    """A participant, their kind and quality, then the media of each of their tracks (``microphone flowing``)."""
     name = _who(participant)
     quality = participant.connection_quality
-    return [
+    line: PanelLine = [
         (f"  {name:<{width}}  ", _BOLD if participant.is_local else ""),
         (f"{participant.kind:<10}", _DIM),
-        (quality, _QUALITY_STYLE[quality]),
+        (f"{quality:<9}", _QUALITY_STYLE[quality]),
     ]
+    for track in participant.tracks:
+        media: MediaHealthName | Literal["muted"] = "muted" if track.muted else track.media
+        line += [(f"{'  ' if len(line) == 3 else ', '}{track.source} ", _DIM), (media, _MEDIA_STYLE[media])]
+    return line
 
 
 _STEP_MARK: dict[StepStatus, Segment] = {

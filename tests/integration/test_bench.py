@@ -1,5 +1,5 @@
 """`python -m bench` still runs: a quick connect benchmark prints its table and writes it (no timing is checked),
-against LoopbackServer and against livekit-server."""
+against LoopbackServer and against livekit-server; the quick media-health benchmark gives each of its figures."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ def cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
-def bench(*args: str, env: dict[str, str] | None = None) -> tuple[list[list[str]], str]:
+def bench(*args: str, env: dict[str, str] | None = None, timeout: float = 90) -> tuple[list[list[str]], str]:
     """Run ``python -m bench --quick *args``; the rows of the table it printed (header first), and its stdout."""
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=timeout,
         check=False,
         env=env,
     )
@@ -64,3 +64,18 @@ def test_livekit_run_measures_against_livekit_server_and_skips_loopback_only_ben
     assert stdout.strip() in written
     assert "livekit-server 1." in written
     assert "- **sfu** (skipped: LoopbackServer only): it measures LoopbackServer's own CPU" in written
+
+
+def test_quick_health_bench_gives_each_figure(tmp_path: Path) -> None:
+    """Its child processes (the watch on and off, each stream) and the stall in this process all ran once."""
+    table, _ = bench("--only", "health", "--output", str(tmp_path / "BENCHMARKS.md"), timeout=240)
+    assert [row[0] for row in table[1:]] == [
+        "1 call, 4 tracks each: CPU per call, watch on / off",
+        "2 calls, 4 tracks each: CPU per call, watch on / off",
+        "real stall → track_stalled",
+        "resume → track_resumed",
+        "CPU per audio frame: call.audio_stream / rtc.AudioStream",
+        "CPU per audio frame: call.audio_stream, watch off / rtc.AudioStream",
+    ]
+    assert all(row[2] == "1" for row in table[1:])
+    assert [row[4] for row in table[3:5]] == ["no such event", "no such event"]

@@ -151,7 +151,9 @@ async def test_demo_plays_every_step_of_the_story(cli: Start) -> None:
         "reconnecting (attempt 1)",
         "reconnected",
         "== d. token expiry, refresh and rejoin",
-        "== e. room deleted",
+        "== e. the agent's audio stalls and resumes",
+        "agent's microphone stalled (no packets)",
+        "== f. room deleted",
         "disconnected (room_deleted)",
     ):
         assert expected in stories, expected
@@ -162,12 +164,17 @@ async def test_demo_plays_every_step_of_the_story(cli: Start) -> None:
         ("b", "a participant joins and leaves"),
         ("c", "signal drop and resume"),
         ("d", "token expiry, refresh and rejoin"),
-        ("e", "room deleted"),
+        ("e", "the agent's audio stalls and resumes"),
+        ("f", "room deleted"),
     ):
         assert any(s.startswith(f"ok {key}. {label}: ") for s in stories), key
         assert re.search(rf"^  ok    {key}\. {re.escape(label)} ", text, re.M), key
     assert text.endswith(" s\n")
-    assert "all 5 steps passed in " in text.splitlines()[-1]
+    assert "all 6 steps passed in " in text.splitlines()[-1]
+    assert any(s.startswith("agent's microphone resumed after ") for s in stories)
+    assert any(re.fullmatch(r"media restored \d+\.\d s after the reconnect", s) for s in stories)
+    stall = next(s for s in stories if s.startswith("ok e. "))
+    assert re.search(r"agent's microphone stalled \(no packets\) and resumed after \d+\.\d s$", stall), stall
     rejoin = next(s for s in stories if s.startswith("ok d. "))
     assert "rejoined with a fresh Room (the server allowed no resume), with " in rejoin, rejoin
     assert "attempt" not in rejoin, "attempt 1 is the SDK's own resume in the README's words"
@@ -208,6 +215,21 @@ async def test_watch_json_prints_one_object_per_event(server: LoopbackServer, cl
         {"event": "disconnected", "reason": "participant_removed"},
     ]
     assert server.participants("demo") == ["agent"]
+
+
+async def test_watch_json_tells_a_stall_and_its_resumption(server: LoopbackServer, cli: Start) -> None:
+    await server.add_participant("demo", "bob", audio="tone:440")
+    watch = await cli("watch", server.url, "--room", "demo", "--identity", "watcher", "--json", env=credentials(server))
+    await watch.line(lambda raw: b'"event":"track_subscribed"' in raw)
+    await server.stall_media("bob", "microphone")
+    stalled = json.loads(await watch.line(lambda raw: b'"event":"track_stalled"' in raw))
+    assert (stalled["identity"], stalled["reason"], stalled["track"]["source"]) == ("bob", "no_packets", "microphone")
+    await server.resume_media("bob", "microphone")
+    resumed = json.loads(await watch.line(lambda raw: b'"event":"track_resumed"' in raw))
+    assert resumed["identity"] == "bob" and resumed["stalled_for"] > 0
+    await server.leave("watcher", reason="participant_removed")
+    status, _, err = await watch.finish()
+    assert (status, err) == (0, b"")
 
 
 async def test_watch_with_a_token_never_prints_it(server: LoopbackServer, cli: Start) -> None:

@@ -114,6 +114,24 @@ async def test_reconnect_banner(server: LoopbackServer, run_example: Any, out: O
     assert "[x] call ended: room_deleted" in text
 
 
+async def test_stall_banner(server: LoopbackServer, run_example: Any, out: Output) -> None:
+    """The banner goes up when the server stops forwarding bob's audio and down when it forwards again; after a
+    signal drop, the line that every track flows again."""
+    await server.add_participant("demo", "bob", name="Bob", audio="tone:440")
+    example = run_example("stall_banner", server.url, server.token("viewer", room="demo"))
+    await out.wait_for(lambda text: "connected, watching the media of Bob" in text)
+    await server.stall_media("bob", "microphone")
+    await out.wait_for(lambda text: "[!] Bob's audio is interrupted (no_packets)" in text)
+    await server.resume_media("bob", "microphone")
+    await out.wait_for(lambda text: "[ok] Bob's audio is back after " in text)
+    await server.drop_signal("viewer")
+    await out.wait_for(lambda text: "[ok] every track flows again, " in text)
+    await server.delete_room("demo")
+    assert await example.ended() == "room_deleted"
+    lines = out.read().splitlines()
+    assert [line.split(" is ")[0] for line in lines[1:3]] == ["[!] Bob's audio", "[ok] Bob's audio"]
+
+
 @pytest.mark.parametrize("server", [{"token_refresh": False}], indirect=True)
 async def test_http_refresher(server: LoopbackServer, run_example: Any, out: Output) -> None:
     hits: list[dict[str, Any]] = []

@@ -2,8 +2,8 @@
 
 Python blocks are told apart by what they define (see `kind_of`); each kind has its runner, and a block of no known
 kind fails `test_every_python_block_of_the_readme_is_run_here`. Blocks that are fragments (the media one uses a
-`call`, a `track` and a `source`) run with those names bound; the README's tests run with pytest in a fresh
-project made of its `pyproject.toml` block and a tiny bot where it says "your app".
+`call`, a `track` and a `source`, the health one a `call`) run with those names bound; the README's tests run with
+pytest in a fresh project made of its `pyproject.toml` block and a tiny bot where it says "your app".
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ pytest_plugins = ["pytester"]
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.M | re.S)
-KINDS = ("quickstart", "logging", "media", "tests", "caller")
+KINDS = ("quickstart", "logging", "media", "tests", "caller", "health")
 
 
 def blocks(language: str) -> list[str]:
@@ -44,6 +44,8 @@ def kind_of(block: str) -> str:
         return "logging"
     if "call.audio_stream(" in block:
         return "media"
+    if '@call.on("track_stalled")' in block:
+        return "health"
     return "unknown"
 
 
@@ -115,6 +117,28 @@ async def test_media_block_echoes_what_bob_says(server: LoopbackServer, make_cal
     await server.remove_participant("demo", "bob")
     await within("the fragment's loop ending as bob left", fragment)
     await source.aclose()
+
+
+async def test_health_block_shows_the_banner_while_bob_is_stalled(
+    server: LoopbackServer, make_call: CallFactory
+) -> None:
+    """The fragment's handlers put up "Bob's audio is interrupted" when the server stops forwarding bob's tone, and
+    take it down when it forwards again."""
+    (block,) = of_kind("health")
+    await server.add_participant("demo", "bob", name="Bob", audio="tone:440")
+    call = make_call("alice")
+    await call.connect()
+    namespace: dict[str, Any] = {"call": call}
+    run(block, namespace)
+    banners: dict[str, str] = namespace["banners"]
+    stalled = expect(call, "track_stalled")
+    await server.stall_media("bob", "microphone")
+    track = (await stalled).track
+    assert track is not None and banners == {track.sid: "Bob's audio is interrupted"}
+    resumed = expect(call, "track_resumed")
+    await server.resume_media("bob", "microphone")
+    await resumed
+    assert banners == {}
 
 
 async def test_caller_block_is_heard(server: LoopbackServer) -> None:

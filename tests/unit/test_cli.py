@@ -189,6 +189,7 @@ def person(
 
 
 MIC = TrackInfo(sid="TR_1", name="mic", kind="audio", source="microphone", muted=False, subscribed=True)
+CAM = TrackInfo(sid="TR_2", name="cam", kind="video", source="camera", muted=False, subscribed=True)
 
 
 @dataclass
@@ -243,6 +244,10 @@ def test_format_left(seconds: float, text: str) -> None:
         (CallEvent("active_speakers_changed", ([],)), "speaking: nobody"),
         (CallEvent("data_received", (b"hello", person("bob"), "chat")), "data from bob on 'chat': 5 bytes"),
         (CallEvent("data_received", (b"xy", None, None)), "data from the server: 2 bytes"),
+        (CallEvent("track_stalled", (person("bob"), MIC, "no_packets")), "bob's microphone stalled (no packets)"),
+        (CallEvent("track_stalled", (person("me", local=True), CAM, "no_frames")), "your camera stalled (no frames)"),
+        (CallEvent("track_resumed", (person("bob"), MIC, 3.24)), "bob's microphone resumed after 3.2 s"),
+        (CallEvent("media_restored", (4.06,)), "media restored 4.1 s after the reconnect"),
     ],
 )
 def test_event_text(event: CallEvent, text: str | None) -> None:
@@ -277,6 +282,9 @@ def test_every_event_has_a_text_or_is_deliberately_silent() -> None:
         "track_subscription_failed": (person("p"), "TR_x", "no such track"),
         "active_speakers_changed": ([],),
         "data_received": (b"", None, None, True),
+        "track_stalled": (person("p"), MIC, "no_packets"),
+        "track_resumed": (person("p"), MIC, 1.0),
+        "media_restored": (1.0,),
     }
     for name in EVENT_NAMES:
         text = event_text(CallEvent(name, samples.get(name, ())), NOW)
@@ -334,6 +342,25 @@ def test_every_event_has_a_text_or_is_deliberately_silent() -> None:
             {"event": "data_received", "identity": None, "topic": "t", "size": 3, "reliable": False},
         ),
         (
+            CallEvent("track_stalled", (person("bob"), MIC, "no_packets")),
+            {
+                "event": "track_stalled",
+                "identity": "bob",
+                "reason": "no_packets",
+                "track": {"sid": "TR_1", "name": "mic", "kind": "audio", "source": "microphone"},
+            },
+        ),
+        (
+            CallEvent("track_resumed", (person("bob"), MIC, 2.5)),
+            {
+                "event": "track_resumed",
+                "identity": "bob",
+                "stalled_for": 2.5,
+                "track": {"sid": "TR_1", "name": "mic", "kind": "audio", "source": "microphone"},
+            },
+        ),
+        (CallEvent("media_restored", (1.25,)), {"event": "media_restored", "after": 1.25}),
+        (
             CallEvent("track_subscription_failed", (person("bob"), "TR_1", "gone")),
             {"event": "track_subscription_failed", "identity": "bob", "track_sid": "TR_1", "error": "gone"},
         ),
@@ -371,6 +398,24 @@ def test_panel_when_connected() -> None:
         "events",
         "  1.00s  connected",
     ]
+
+
+def test_panel_shows_the_media_of_each_track() -> None:
+    stalled = MIC.model_copy(update={"media": "stalled"})
+    flowing = CAM.model_copy(update={"media": "flowing"})
+    muted = CAM.model_copy(update={"sid": "TR_3", "source": "screen_share", "muted": True})
+    call = FakeCall(
+        local_participant=person("me", local=True, quality="good").model_copy(update={"tracks": [MIC]}),
+        participants=[person("bob", quality="excellent").model_copy(update={"tracks": [stalled, flowing, muted]})],
+    )
+    lines = plain(panel_lines(call, NOW, title="T"))
+    assert lines[2:] == [
+        "participants (2)",
+        "  me (you)  standard  good       microphone unknown",
+        "  bob       standard  excellent  microphone stalled, camera flowing, screen_share muted",
+    ]
+    styled = render(panel_lines(call, NOW, title="T")[-1], 200, color=True)
+    assert "\x1b[31mstalled\x1b[0m" in styled and "\x1b[32mflowing\x1b[0m" in styled
 
 
 def test_panel_shows_the_reconnect_banner_with_the_attempt() -> None:
