@@ -105,14 +105,14 @@ async def _stall_latency(ctx: Context, server: LoopbackServer) -> list[Row]:
 
     call.on("track_stalled", lambda participant, track, reason: told("track_stalled"))
     call.on("track_resumed", lambda participant, track, stalled_for: told("track_resumed"))
-    interval = TIMEOUT / 4
+    interval = TIMEOUT / 3
     try:
         await call.connect()
         stream = call.audio_stream("caller")
         await asyncio.wait_for(anext(aiter(stream)), WAIT)
         await stream.aclose()
         for run in range(ctx.runs(STALLS, 1)):
-            await asyncio.sleep(2 * interval + interval * (run % 4) / 4)  # flowing, at a varied phase of the sampler
+            await asyncio.sleep(2 * interval + interval * (run % 3) / 3)  # flowing, at a varied phase of the sampler
             loop = asyncio.get_running_loop()
             at = {"track_stalled": loop.create_future(), "track_resumed": loop.create_future()}
             await server.stall_media("caller", "microphone")
@@ -180,7 +180,7 @@ HEALTH = Bench(
         "and subscribed to the 2 of the other: 4 watched tracks per call, each with packets and frames in every "
         "sample. Once every call has its 2 subscriptions and the SDK's runtime is quiet, the process's CPU time over "
         "30 s, in % of one core per call (for 1 call, its raw Room peer's work is in it too); the rtcstack column "
-        f"with the watch on (`media_stall_timeout={TIMEOUT:g}`, a sample every {TIMEOUT / 4:g} s: one "
+        f"with the watch on (`media_stall_timeout={TIMEOUT:g}`, a sample every {TIMEOUT / 3:.2g} s: one "
         "`get_rtc_stats()` per Room), the raw column the same calls with `media_stall_timeout=None` (no stats "
         "read); Δ is the watch's cost per call. 3 runs each, alternating; the server runs in the parent process. "
         "Small pictures at a low rate keep 50 calls' media within the machine's 2 cores; the watch's work (a stats "

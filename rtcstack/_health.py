@@ -423,7 +423,7 @@ class _TellingWatch(MediaWatch):
 
 class CallHealth:
     """The media health of a call's tracks: the call's translator says which to watch (`watch`, `unwatch`...), a
-    `Sampler` reads ``get_stats()`` (the Room of the moment) four times per ``timeout`` while a session runs
+    `Sampler` reads ``get_stats()`` (the Room of the moment) three times per ``timeout`` while a session runs
     (`start`, `end`), and the watch's outputs go to ``on_outputs``; ``changed`` gets the identities whose tracks'
     media changed in a sample. With ``timeout`` None nothing is watched or read and every track's media is
     ``"unknown"``."""
@@ -446,7 +446,7 @@ class CallHealth:
         if timeout is not None:
             watch = self._watch = _TellingWatch(timeout, changed)
             self._sampler = Sampler(
-                get_stats, self._sampled, watch, on_outputs, tasks, interval=timeout / 4, clock=clock
+                get_stats, self._sampled, watch, on_outputs, tasks, interval=timeout / 3, clock=clock
             )
 
     def _sampled(self) -> dict[str, StatsTrack]:
