@@ -9,14 +9,14 @@ import asyncio
 import contextlib
 import sys
 
-from rtcstack import Participant, TrackInfo, create_call
+from rtcstack import Participant, StallReason, TrackInfo, create_call
 
 
 async def main(url: str, token: str, *, stay: float = 30.0) -> None:
     call = create_call(url, token)
 
     @call.on("track_stalled")
-    def interrupted(participant: Participant, track: TrackInfo, reason: str) -> None:
+    def interrupted(participant: Participant, track: TrackInfo, reason: StallReason) -> None:
         print(f"[!] {participant.name or participant.identity}'s {track.kind} is interrupted ({reason})")
 
     @call.on("track_resumed")
