@@ -6,23 +6,18 @@ in this process. Each call is alone in its own room.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
-import sys
-from pathlib import Path
 from typing import Any
 
 from rtcstack.testing import LoopbackServer
 
-from ._common import Bench, Context, log, order, percentile, wait_until
+from ._common import Bench, Context, log, order, percentile, run_worker, wait_until
 from ._report import Row, Target
 
 __all__ = ["CALLS"]
 
 SIZES = (1, 10, 50)
-ROOT = Path(__file__).resolve().parents[1]
-WORKER_TIMEOUT = 300.0
 TRIES = 3
 
 
@@ -54,19 +49,10 @@ async def _worker(
         "idle": idle,
         "heap": heap,
     }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench._worker",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(child.communicate(json.dumps(spec).encode()), WORKER_TIMEOUT)
-    if child.returncode != 0:
+    returncode, out, err = await run_worker("bench._worker", spec)
+    if returncode != 0:
         panic = next((line for line in err.decode(errors="replace").splitlines() if "panicked" in line), "")
-        what = f"{side}, {size} calls: the worker exited {child.returncode}" + (f" ({panic.strip()})" if panic else "")
+        what = f"{side}, {size} calls: the worker exited {returncode}" + (f" ({panic.strip()})" if panic else "")
         what += " after reporting" if out.strip() else " before reporting; run again"
         ctx.remarks.append(what)
         log(f"calls: {what}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from livekit import rtc
 
@@ -54,6 +57,26 @@ class Bench:
                 return [f"**{self.name}** (skipped: LoopbackServer only): {self.loopback_only}"]
             return self.livekit_notes or self.notes
         return self.notes
+
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_TIMEOUT = 300.0
+
+
+async def run_worker(module: str, spec: dict[str, Any]) -> tuple[int | None, bytes, bytes]:
+    """Run ``python -m module`` from the repository's root with `spec` as JSON on its stdin; its exit status, stdout
+    and stderr (within ``WORKER_TIMEOUT``)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(child.communicate(json.dumps(spec).encode()), WORKER_TIMEOUT)
+    return child.returncode, out, err
 
 
 def log(message: str) -> None:

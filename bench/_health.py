@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from rtcstack import CallOptions, create_call
 from rtcstack.testing import LoopbackServer
 
-from ._common import Bench, Context, log, order, wait_until
+from ._common import Bench, Context, log, order, run_worker, wait_until
 from ._report import Row, Target
 
 __all__ = ["HEALTH"]
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER_TIMEOUT = 300.0
 WAIT = 30.0
 
 
@@ -43,19 +39,10 @@ ON, OFF = "rtcstack", "raw"
 
 
 async def _child(spec: dict[str, Any]) -> dict[str, Any]:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench._health_worker",
-        cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(child.communicate(json.dumps(spec).encode()), WORKER_TIMEOUT)
-    if child.returncode != 0 or not out.strip():
+    returncode, out, err = await run_worker("bench._health_worker", spec)
+    if returncode != 0 or not out.strip():
         tail = err.decode(errors="replace").strip().splitlines()[-3:]
-        raise RuntimeError(f"the {spec['mode']} worker exited {child.returncode}: {' | '.join(tail)}")
+        raise RuntimeError(f"the {spec['mode']} worker exited {returncode}: {' | '.join(tail)}")
     result: dict[str, Any] = json.loads(out)
     return result
 
