@@ -212,23 +212,23 @@ class Translator:
             elif isinstance(out, TrackResumed):
                 self._emit("track_resumed", participant, info, out.stalled_for)
 
-    def refresh(self, identities: set[str]) -> None:
-        """Take fresh snapshots of these participants (their tracks' media changed), with no event."""
-        room = self._slot.current
-        if room is None:
-            return
+    def refresh(self, identities: Iterable[str]) -> None:
+        """Take fresh snapshots of these participants (their tracks' media changed, or who speaks), with no event."""
         for identity in identities:
-            local = room.local_participant
-            sdk = local if identity == local.identity else room.remote_participants.get(identity)
+            sdk = self._sdk_participant(identity)
             if sdk is not None:
                 self._store(sdk)
 
-    def _publication(self, identity: str, sid: str) -> tuple[Participant, TrackInfo] | None:
+    def _sdk_participant(self, identity: str) -> Any:
+        """The current Room's participant (local or remote) of `identity`, or None."""
         room = self._slot.current
         if room is None:
             return None
         local = room.local_participant
-        sdk = local if identity == local.identity else room.remote_participants.get(identity)
+        return local if identity == local.identity else room.remote_participants.get(identity)
+
+    def _publication(self, identity: str, sid: str) -> tuple[Participant, TrackInfo] | None:
+        sdk = self._sdk_participant(identity)
         publication = None if sdk is None else sdk.track_publications.get(sid)
         if publication is None:
             return None
@@ -364,14 +364,7 @@ class Translator:
     def _on_active_speakers(self, speakers: list[Any]) -> None:
         before = self._speaking
         self._speaking = frozenset(p.identity for p in speakers)
-        room = self._slot.current
-        if room is not None:
-            for identity in before ^ self._speaking:
-                sdk = room.remote_participants.get(identity)
-                if sdk is None and self._local is not None and identity == self._local.identity:
-                    sdk = room.local_participant
-                if sdk is not None:
-                    self._store(sdk)
+        self.refresh(before ^ self._speaking)
         snaps = [s for s in (self._local_or_remote(p.identity) for p in speakers) if s is not None]
         self._emit("active_speakers_changed", snaps)
 
