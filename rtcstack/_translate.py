@@ -172,7 +172,10 @@ class Translator:
         published = [(p, track) for p in self.roster.snapshot() for track in p.tracks]
         self._apply(self._media.subscriptions.release(published))
         local = [entry.sids[-1] for entry in self._media.publications.kept()]  # published again on a fresh Room
-        remote = [track.sid for _, track in published if track.subscribed and not track.muted]
+        # A subscription that stays (its publication is in the Room) stays watched, even before the fresh
+        # connection has subscribed it: media_restored waits for it, and it stalls if it never comes.
+        told = set(self._media.subscriptions.told())
+        remote = [track.sid for p, track in published if (p.identity, track.sid) in told and not track.muted]
         self._health.keep_only(local + remote)  # what went during the episode (its departures were not applied)
         self._health.episode_ended()
 

@@ -3,6 +3,9 @@
 A publisher that stops feeding its camera is a stall on any server; LoopbackServer's `stall_media` stops forwarding a
 track without unpublish or mute. A local audio track never stalls: the SDK keeps sending silence when the app stops
 feeding it (measured in tests/integration/test_health_stats.py), so local stalls are shown with a camera.
+
+Events are recorded once media flows: on livekit-server a fresh subscription's first video frame can take over a
+second, a stall by these tests' 1 s timeout (true, and not what a test of a later fault is about).
 """
 
 from __future__ import annotations
@@ -60,11 +63,11 @@ async def flowing(call: Call, identity: str, *sources: str) -> None:
 @pytest.mark.servers(*BOTH)
 async def test_a_camera_that_stops_stalls_on_both_sides_and_resumes(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = await pair(make_call)
-    events = recorder(alice, "track_stalled", "track_resumed")
-    own = recorder(bob, "track_stalled", "track_resumed")
     async with publishing(bob.room) as (_, _, camera):
         await flowing(alice, "bob", "camera", "microphone")
         await flowing(bob, "bob", "camera")
+        events = recorder(alice, "track_stalled", "track_resumed")
+        own = recorder(bob, "track_stalled", "track_resumed")
         stalled, stalled_here = expect(alice, "track_stalled"), expect(bob, "track_stalled")
         camera.feeding.clear()
         event, here = await stalled, await stalled_here
@@ -87,9 +90,9 @@ async def test_a_track_the_server_stops_forwarding_stalls_and_resumes(
     server: LoopbackServer, make_call: CallFactory
 ) -> None:
     alice, bob = await pair(make_call)
-    events = recorder(alice, "track_stalled", "track_resumed")
     async with publishing(bob.room):
         await flowing(alice, "bob", "camera", "microphone")
+        events = recorder(alice, "track_stalled", "track_resumed")
         stalled = expect(alice, "track_stalled")
         await server.stall_media("bob", source="microphone")
         event = await stalled
@@ -133,9 +136,9 @@ async def test_a_subscribed_track_that_never_flows_stalls(server: LoopbackServer
 @pytest.mark.servers(*BOTH)
 async def test_mute_is_not_a_stall(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = await pair(make_call)
-    events = recorder(alice, "track_stalled")
     async with publishing(bob.room) as (mic, _, camera):
         await flowing(alice, "bob", "camera", "microphone")
+        events = recorder(alice, "track_stalled")
         muted = expect(alice, "track_muted")
         mic.track.mute()  # type: ignore[union-attr]  # a published track has one
         await muted
@@ -155,8 +158,9 @@ async def test_mute_is_not_a_stall(server: AnyServer, make_call: CallFactory) ->
 async def test_media_is_restored_after_each_kind_of_reconnect(
     server: AnyServer, make_call: CallFactory, fault: str
 ) -> None:
-    alice, bob = await pair(make_call)
-    events = recorder(alice, "reconnecting", "reconnected", "track_stalled", "media_restored")
+    # The default timeout: after a rejoin on livekit-server the fresh subscription's video took up to 1.8 s from
+    # `reconnected` to flow (80 runs), a stall by a 1 s timeout in 3 runs of 40.
+    alice, bob = await pair(make_call, media_stall_timeout=CallOptions().media_stall_timeout)
     faults: dict[str, Callable[[], Any]] = {
         "resume": lambda: server.drop_signal("alice"),
         "full restart": lambda: alice.room.simulate_scenario(rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT),
@@ -165,6 +169,7 @@ async def test_media_is_restored_after_each_kind_of_reconnect(
     async with publishing(bob.room), publishing(alice.room):
         await flowing(alice, "bob", "camera", "microphone")
         await flowing(alice, "alice", "camera", "microphone")
+        events = recorder(alice, "reconnecting", "reconnected", "track_stalled", "media_restored")
         restored = expect(alice, "media_restored")
         await faults[fault]()
         event = await restored
@@ -175,16 +180,17 @@ async def test_media_is_restored_after_each_kind_of_reconnect(
     assert names.index("reconnected") < names.index("media_restored") and names.count("media_restored") == 1
 
 
+@pytest.mark.parametrize("fault", ["resume", "rejoin"])
 async def test_reconnected_but_no_media_stalls_after_reconnected_and_is_restored_when_media_flows(
-    server: LoopbackServer, make_call: CallFactory
+    server: LoopbackServer, make_call: CallFactory, fault: str
 ) -> None:
     alice, bob = await pair(make_call)
-    events = recorder(alice, "reconnected", "track_stalled", "track_resumed", "media_restored")
     async with publishing(bob.room):
         await flowing(alice, "bob", "camera", "microphone")
-        await server.stall_media("bob", source="camera")
+        events = recorder(alice, "reconnected", "track_stalled", "track_resumed", "media_restored")
+        await server.stall_media("bob", source="camera")  # a rejoin's fresh subscription gets nothing either
         reconnected, stalled = expect(alice, "reconnected"), expect(alice, "track_stalled")
-        await server.drop_signal("alice")
+        await (server.drop_signal("alice") if fault == "resume" else force_rejoin(server, "alice"))
         await reconnected
         event = await stalled
         assert event.track is not None and event.track.source == "camera"
