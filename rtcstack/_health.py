@@ -105,8 +105,9 @@ class MediaWatch:
     video frames too (``no_frames`` when payload advances without them). A watched track that
     does not flow for ``stall_timeout`` seconds (since its last flow, or since its clock started: watched, or the
     end of a reconnect episode) stalls once (`TrackStalled`) and resumes (`TrackResumed`) when it flows again. A
-    track missing from a sample did not advance; counters lower than the last ones are a fresh baseline (a new
-    Room's stats start from zero), not an advance.
+    track missing from a sample did not advance; counters lower than the last ones come from a new receiver or
+    sender (a fresh Room's stats start from zero, and receivers are only replaced while reconnecting): they
+    advanced if they counted anything.
 
     A reconnect episode runs from `episode_started` to `episode_ended`; nothing stalls in it. The tracks that were
     flowing when it started and are still watched at its end are awaited: each counts once it flows in a sample
@@ -212,12 +213,16 @@ class MediaWatch:
 
     def _advanced(self, track: _Track, current: Counters | None) -> bool:
         """Whether ``current`` advanced from the track's baseline, which it becomes (counters that went down are
-        thus a fresh baseline)."""
+        counted from zero)."""
         if current is None:
             return False
         baseline, track.baseline = track.baseline, current
         if baseline is None:
             return False
+        if current.payload < baseline.payload or (
+            current.frames is not None and baseline.frames is not None and current.frames < baseline.frames
+        ):  # a new receiver or sender (a fresh Room, a restart): everything it counted came since the last sample
+            baseline = Counters(0, None if current.frames is None else 0)
         payload = current.payload > baseline.payload
         if not track.video or current.frames is None or baseline.frames is None:
             return payload

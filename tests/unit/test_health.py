@@ -218,17 +218,21 @@ CASES: dict[str, tuple[list[Step], list[tuple[float, HealthOutput]]]] = {
         [W("v", 0, video=True), S(0, {"v": (1, None)}), S(1, {"v": (2, None)}), S(2.9, {"v": (2, None)})],
         [],
     ),
-    "counters that go down are a new baseline, not an advance": (
-        [W("a", 0), S(0, {"a": 100}), S(1, {"a": 5}), S(2, {"a": 5})],
+    "counters that go down come from a new receiver or sender: counting anything is an advance": (
+        [W("a", 0), S(0, {"a": 100}), S(1, {"a": 5}), M("a", "flowing"), S(2, {"a": 5}), S(2.9, {"a": 5}), S(3)],
+        [(3, stalled("a"))],
+    ),
+    "a new receiver that counted nothing yet did not advance": (
+        [W("a", 0), S(0, {"a": 100}), S(1, {"a": 0}), S(1.5, {"a": 0}), S(2, {"a": 0})],
         [(2, stalled("a"))],
     ),
-    "after a reset, an advance from the new baseline flows": (
-        [W("a", 0), S(0, {"a": 100}), S(1, {"a": 5}), S(1.5, {"a": 6}), S(3, {"a": 6}), S(3.5, {"a": 6})],
-        [(3.5, stalled("a"))],
+    "video frames that go down come from a new receiver too": (
+        [W("v", 0, video=True), S(0, {"v": (100, 100)}), S(1, {"v": (101, 5)}), M("v", "flowing"), S(3)],
+        [(3, stalled("v", "no_packets"))],
     ),
-    "video frames that go down are a new baseline": (
-        [W("v", 0, video=True), S(0, {"v": (100, 100)}), S(1, {"v": (101, 5)}), S(2, {"v": (101, 5)})],
-        [(2, stalled("v", "no_packets"))],
+    "a new video receiver with payload and no frame: no_frames": (
+        [W("v", 0, video=True), S(0, {"v": (100, 100)}), S(1, {"v": (5, 0)}), S(2, {"v": (5, 0)})],
+        [(2, stalled("v", "no_frames"))],
     ),
     "outputs carry the identity given to watch": (
         [W("a", 0, identity="carol"), S(2)],
