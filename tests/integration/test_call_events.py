@@ -41,6 +41,29 @@ async def publish_microphone(call: Call) -> tuple[rtc.LocalAudioTrack, rtc.Local
     return track, publication
 
 
+async def test_the_apps_own_unsubscribe_is_told_and_so_is_subscribing_again(
+    server: AnyServer, make_call: CallFactory
+) -> None:
+    """An unsubscribe the app makes through `call.room` (the SDK's track_unsubscribed; the publication stays) is a
+    `track_unsubscribed`, and the track shows as not subscribed; subscribing again is a `track_subscribed`."""
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    await bob.connect()
+    subscribed = expect(alice, "track_subscribed")
+    await publish_microphone(bob)
+    sid = (await subscribed).track.sid  # type: ignore[union-attr]  # a track_subscribed has one
+    (publication,) = alice.room.remote_participants["bob"].track_publications.values()
+    unsubscribed = expect(alice, "track_unsubscribed")
+    publication.set_subscribed(False)
+    event = await unsubscribed
+    assert event.participant is not None and event.participant.identity == "bob"
+    assert event.track is not None and event.track.sid == sid and not event.track.subscribed
+    await until(lambda: [t.subscribed for t in alice.participants[0].tracks] == [False], "the roster's track")
+    again = expect(alice, "track_subscribed")
+    publication.set_subscribed(True)
+    assert (await again).track.sid == sid  # type: ignore[union-attr]  # a track_subscribed has one
+
+
 async def test_remote_track_muted_and_unmuted(server: AnyServer, make_call: CallFactory) -> None:
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
@@ -271,6 +294,23 @@ async def test_a_participant_becoming_active_is_an_update(make_call: CallFactory
     await until(lambda: alice.participants[0].state == "active", "bob active in alice's roster")
     assert states[0][0] == "joined" and states[-1][1] == "active"
     assert [s for s in states if s[1] == "joined"] in ([], [("joined", "joined")])
+
+
+@pytest.mark.servers("loopback")
+@pytest.mark.parametrize("server", [{"update_interval": 0}], indirect=True)
+async def test_a_joiner_heard_of_before_its_media_is_up_becomes_active_by_an_update(make_call: CallFactory) -> None:
+    """Without LiveKit's batching the room hears of bob as joined at once, then as active once his media connection
+    is up (the SDK's participant_active): alice's roster follows with a participant_updated."""
+    alice, bob = make_call("alice"), make_call("bob")
+    await alice.connect()
+    states: list[tuple[str, str]] = []
+    alice.on("participant_joined", lambda p: states.append(("joined", p.state)))
+    alice.on("participant_updated", lambda p: states.append(("updated", p.state)))
+    updated = expect(alice, "participant_updated")
+    await bob.connect()
+    await updated
+    assert states == [("joined", "joined"), ("updated", "active")]
+    assert alice.participants[0].state == "active"
 
 
 @pytest.mark.servers("loopback")  # livekit-server flushes on a 3 s ticker: there, which batch a join falls in varies
