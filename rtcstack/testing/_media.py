@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiortc import (
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCPeerConnection,
     RTCRtpHeaderExtensionParameters,
@@ -217,7 +218,11 @@ class MediaPeer:
         on_refused: Callable[[Outlet], None] | None = None,
     ) -> None:
         self.label = label
-        self._pc: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        # max-bundle, as LiveKit's clients and server: with aiortc's default (balanced) the second and later m-lines
+        # of a kind that one offer brings are left on a transport the BUNDLE then discards, and what is sent on them
+        # never starts (a subscriber got one of a publisher's two video tracks).
+        config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        self._pc: Any = RTCPeerConnection(config)
         self._channels: list[Any] = []
         self._data_outbox: list[tuple[str, bytes]] = []
         self._on_connected = on_connected

@@ -21,6 +21,7 @@ from rtcstack.testing._session import Session
 from tests.audio import level
 from tests.audio import tone as playing_tone
 from tests.calls import until
+from tests.servers import BOTH
 
 if TYPE_CHECKING:
     from conftest import Client, Connect
@@ -151,6 +152,24 @@ async def test_simulcast_video_is_forwarded_with_its_frame_trailer(
         # the packet trailer crossed the server intact (a frame decoded before the SDK set the track up has none)
         stamps = [e.metadata.user_timestamp if e.metadata else 0 for e in events[-10:]]
         assert all(s > 1_000_000 for s in stamps), stamps
+
+
+@MODES
+@pytest.mark.servers(*BOTH)
+async def test_each_of_a_publishers_two_video_tracks_reaches_a_subscriber(
+    connect: Connect, options: rtc.RoomOptions | None
+) -> None:
+    """Two tracks of one kind go out on two m-lines of the subscriber's connection (aiortc's default bundle policy
+    once left the second on a transport it then discarded: it never sent)."""
+    bob = await connect("bob", options=options)
+    alice = await connect("alice", options=options)
+    subscribed(bob)
+    screen = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_SCREENSHARE)
+    async with camera(alice.room, width=320, height=180), camera(alice.room, screen, width=320, height=180):
+        await bob.wait_count("track_subscribed", 2)
+        tracks = [args[0] for name, args in bob.events if name == "track_subscribed"]
+        for track in tracks:
+            await video_frames(track, 5)
 
 
 async def test_a_later_subscriber_gets_what_was_published_before(server: LoopbackServer, connect: Connect) -> None:
