@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from rtcstack import CallOptions, create_call
+from rtcstack._health import SAMPLES_PER_TIMEOUT
 from rtcstack.testing import LoopbackServer
 
 from ._common import Bench, Context, log, order, run_worker, wait_until
@@ -92,7 +93,7 @@ async def _stall_latency(ctx: Context, server: LoopbackServer) -> list[Row]:
 
     call.on("track_stalled", lambda participant, track, reason: told("track_stalled"))
     call.on("track_resumed", lambda participant, track, stalled_for: told("track_resumed"))
-    interval = TIMEOUT / 3
+    interval = TIMEOUT / SAMPLES_PER_TIMEOUT
     try:
         await call.connect()
         stream = call.audio_stream("caller")
@@ -167,8 +168,8 @@ HEALTH = Bench(
         "and subscribed to the 2 of the other: 4 watched tracks per call, each with packets and frames in every "
         "sample. Once every call has its 2 subscriptions and the SDK's runtime is quiet, the process's CPU time over "
         "30 s, in % of one core per call (for 1 call, its raw Room peer's work is in it too); the rtcstack column "
-        f"with the watch on (`media_stall_timeout={TIMEOUT:g}`, a sample every {TIMEOUT / 3:.2g} s: one "
-        "`get_rtc_stats()` per Room), the raw column the same calls with `media_stall_timeout=None` (no stats "
+        f"with the watch on (`media_stall_timeout={TIMEOUT:g}`, a sample every {TIMEOUT / SAMPLES_PER_TIMEOUT:.2g} "
+        "s: one `get_rtc_stats()` per Room), the raw column the same calls with `media_stall_timeout=None` (no stats "
         "read); Δ is the watch's cost per call. 3 runs each, alternating; the server runs in the parent process. "
         "Small pictures at a low rate keep 50 calls' media within the machine's 2 cores; the watch's work (a stats "
         "read and its parse per Room) does not depend on the media's rate.",

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from livekit.rtc._proto.stats_pb2 import RtcStats as RtcStatsEntry  # one entry; not re-exported by livekit.rtc
 
 __all__ = [
+    "SAMPLES_PER_TIMEOUT",
     "CallHealth",
     "Counters",
     "HealthOutput",
@@ -48,6 +49,11 @@ __all__ = [
 logger = logging.getLogger("rtcstack")
 
 _R = TypeVar("_R")
+
+SAMPLES_PER_TIMEOUT = 2
+"""Stats reads per ``media_stall_timeout``: a stall is told between the timeout and the timeout plus one sample
+after the last flow seen. Each read costs the SDK about 1.3 ms of CPU for a Room with 4 tracks (measured); three
+per timeout cost 0.6 % of a core per call at 50 calls, over the 0.5 % goal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,10 +434,10 @@ class _TellingWatch(MediaWatch):
 
 class CallHealth:
     """The media health of a call's tracks: the call's translator says which to watch (`watch`, `unwatch`...), a
-    `Sampler` reads ``get_stats()`` (the Room of the moment) three times per ``timeout`` while a session runs
-    (`start`, `end`), and the watch's outputs go to ``on_outputs``; ``changed`` gets the identities whose tracks'
-    media changed in a sample. With ``timeout`` None nothing is watched or read and every track's media is
-    ``"unknown"``."""
+    `Sampler` reads ``get_stats()`` (the Room of the moment) `SAMPLES_PER_TIMEOUT` times per ``timeout`` while a
+    session runs (`start`, `end`), and the watch's outputs go to ``on_outputs``; ``changed`` gets the identities
+    whose tracks' media changed in a sample. With ``timeout`` None nothing is watched or read and every track's
+    media is ``"unknown"``."""
 
     def __init__(
         self,
@@ -451,7 +457,7 @@ class CallHealth:
         if timeout is not None:
             watch = self._watch = _TellingWatch(timeout, changed)
             self._sampler = Sampler(
-                get_stats, self._sampled, watch, on_outputs, tasks, interval=timeout / 3, clock=clock
+                get_stats, self._sampled, watch, on_outputs, tasks, interval=timeout / SAMPLES_PER_TIMEOUT, clock=clock
             )
 
     def _sampled(self) -> dict[str, StatsTrack]:

@@ -131,7 +131,7 @@ class CallOptions(_Options):
     the room (yet) and was not seen leaving has to come back before ``participant_left`` (after a server's death
     everyone joins the room again at their own pace); 0: at once.
     ``media_stall_timeout``: how long a watched track may go without media before ``track_stalled`` (the call reads
-    the Room's RTC stats three times per timeout); None turns the media-health watch off (no stats are read).
+    the Room's RTC stats twice per timeout); None turns the media-health watch off (no stats are read).
     ``auto_subscribe`` and ``single_peer_connection`` are passed on to ``livekit.rtc.RoomOptions``.
     """
 
