@@ -279,18 +279,25 @@ async def updated_by(
         call.off("participant_updated", seen)
 
 
-async def test_a_participant_becoming_active_is_an_update(make_call: CallFactory) -> None:
-    """A joiner is active once its media is up. As LiveKit, the server batches the joins and state changes of those
-    who publish nothing (every 3 s, the latest only): the room first hears of bob as joined or already active, and
-    the roster ends with him active either way."""
+async def bob_joins(make_call: CallFactory, event: str) -> tuple[Call, list[tuple[str, str]]]:
+    """Alice is in the call; bob joins, and alice has had her first `event`: alice, and the (event, bob's state) of
+    each participant_joined / participant_updated she heard."""
     alice, bob = make_call("alice"), make_call("bob")
     await alice.connect()
     states: list[tuple[str, str]] = []
     alice.on("participant_joined", lambda p: states.append(("joined", p.state)))
     alice.on("participant_updated", lambda p: states.append(("updated", p.state)))
-    active = expect(alice, "participant_joined")
+    heard = expect(alice, event)
     await bob.connect()
-    await active
+    await heard
+    return alice, states
+
+
+async def test_a_participant_becoming_active_is_an_update(make_call: CallFactory) -> None:
+    """A joiner is active once its media is up. As LiveKit, the server batches the joins and state changes of those
+    who publish nothing (every 3 s, the latest only): the room first hears of bob as joined or already active, and
+    the roster ends with him active either way."""
+    alice, states = await bob_joins(make_call, "participant_joined")
     await until(lambda: alice.participants[0].state == "active", "bob active in alice's roster")
     assert states[0][0] == "joined" and states[-1][1] == "active"
     assert [s for s in states if s[1] == "joined"] in ([], [("joined", "joined")])
@@ -301,14 +308,7 @@ async def test_a_participant_becoming_active_is_an_update(make_call: CallFactory
 async def test_a_joiner_heard_of_before_its_media_is_up_becomes_active_by_an_update(make_call: CallFactory) -> None:
     """Without LiveKit's batching the room hears of bob as joined at once, then as active once his media connection
     is up (the SDK's participant_active): alice's roster follows with a participant_updated."""
-    alice, bob = make_call("alice"), make_call("bob")
-    await alice.connect()
-    states: list[tuple[str, str]] = []
-    alice.on("participant_joined", lambda p: states.append(("joined", p.state)))
-    alice.on("participant_updated", lambda p: states.append(("updated", p.state)))
-    updated = expect(alice, "participant_updated")
-    await bob.connect()
-    await updated
+    alice, states = await bob_joins(make_call, "participant_updated")
     assert states == [("joined", "joined"), ("updated", "active")]
     assert alice.participants[0].state == "active"
 
